@@ -1,0 +1,157 @@
+//! Offline proof files in the c2sp.org/tlog-proof@v1 format: an inclusion
+//! proof and the signed checkpoint it leads to, checkable with nothing but the
+//! log's verifier key (and, for keyed logs, the hash key).
+//!
+//! Chronos writes the proven leaf hash as the `extra` data (32 bytes), so a
+//! proof can be checked without the event; given the event's bytes, the
+//! verifier also checks that they hash to that leaf. For a SHA-256 log the
+//! file is exactly what other tlog-proof tools read; for other algorithms the
+//! proof lines hold hashes of the log's algorithm, named in the checkpoint.
+
+use crate::checkpoint::{Checkpoint, parse_decimal};
+use crate::error::{FormatError, VerifyError};
+use crate::hash::{Hash, HashKey, TreeHasher, decode_base64_canonical, encode_base64};
+use crate::note::NoteVerifier;
+use crate::spec::{MAX_PROOF_BYTES, MAX_PROOF_HASHES};
+use crate::tree::verify_inclusion;
+
+/// First line of every proof file.
+pub const PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
+const WHAT: &str = "proof file";
+
+/// A parsed proof file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProofFile {
+    /// Opaque extra data; Chronos puts the 32-byte leaf hash here. Untrusted.
+    pub extra: Option<Vec<u8>>,
+    /// Index of the proven leaf.
+    pub index: u64,
+    /// Inclusion proof, from the leaf's sibling to the root's child.
+    pub path: Vec<Hash>,
+    /// The signed checkpoint, verbatim.
+    pub checkpoint: String,
+}
+
+/// What a successful verification established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedProof {
+    /// The checkpoint the leaf is included in.
+    pub checkpoint: Checkpoint,
+    /// The proven leaf hash.
+    pub leaf: Hash,
+    /// The leaf's index.
+    pub index: u64,
+}
+
+/// Splits off the first line (without its newline); the caller has checked
+/// that a newline follows.
+fn take_line<'a>(rest: &mut &'a str) -> &'a str {
+    let (line, tail) = rest.split_once('\n').unwrap_or((rest, ""));
+    *rest = tail;
+    line
+}
+
+impl ProofFile {
+    /// The file's bytes.
+    pub fn encode(&self) -> String {
+        let mut out = format!("{PROOF_HEADER}\n");
+        if let Some(extra) = &self.extra {
+            out.push_str(&format!("extra {}\n", encode_base64(extra)));
+        }
+        out.push_str(&format!("index {}\n", self.index));
+        for h in &self.path {
+            out.push_str(&h.to_base64());
+            out.push('\n');
+        }
+        out.push('\n');
+        out.push_str(&self.checkpoint);
+        out
+    }
+
+    /// Parses a proof file (the checkpoint is parsed when verified).
+    pub fn parse(input: &[u8]) -> Result<ProofFile, FormatError> {
+        if input.len() > MAX_PROOF_BYTES {
+            return Err(FormatError::TooLarge { what: WHAT, len: input.len(), max: MAX_PROOF_BYTES });
+        }
+        let s = std::str::from_utf8(input).map_err(|_| FormatError::NotUtf8 { what: WHAT })?;
+        let bad = |line: usize, reason: &str| FormatError::malformed(WHAT, line, reason.to_owned());
+        let mut rest = s;
+        let mut lineno = 0;
+        let mut next_line = |rest: &mut &'_ str| -> Result<usize, FormatError> {
+            lineno += 1;
+            if rest.contains('\n') { Ok(lineno) } else { Err(bad(lineno, "unexpected end of file")) }
+        };
+        let n = next_line(&mut rest)?;
+        let header = take_line(&mut rest);
+        if header != PROOF_HEADER {
+            return Err(bad(n, &format!("first line must be {PROOF_HEADER}")));
+        }
+        let mut n = next_line(&mut rest)?;
+        let mut line = take_line(&mut rest);
+        let mut extra = None;
+        if let Some(b64) = line.strip_prefix("extra ") {
+            extra = Some(decode_base64_canonical(b64).ok_or_else(|| bad(n, "extra data is not canonical base64"))?);
+            n = next_line(&mut rest)?;
+            line = take_line(&mut rest);
+        }
+        let index = line
+            .strip_prefix("index ")
+            .and_then(parse_decimal)
+            .ok_or_else(|| bad(n, "expected `index` and a canonical decimal"))?;
+        let mut path = Vec::new();
+        loop {
+            let n = next_line(&mut rest)?;
+            line = take_line(&mut rest);
+            if line.is_empty() {
+                break;
+            }
+            if path.len() == MAX_PROOF_HASHES {
+                return Err(bad(n, &format!("more than {MAX_PROOF_HASHES} proof hashes")));
+            }
+            path.push(Hash::from_base64(line).ok_or_else(|| bad(n, "proof hash is not canonical base64 of 32 bytes"))?);
+        }
+        if rest.is_empty() {
+            return Err(bad(lineno + 1, "no checkpoint after the proof"));
+        }
+        Ok(ProofFile { extra, index, path, checkpoint: rest.to_owned() })
+    }
+
+    /// The leaf hash Chronos carries in `extra`, if any.
+    pub fn leaf_hash(&self) -> Result<Option<Hash>, FormatError> {
+        match &self.extra {
+            None => Ok(None),
+            Some(e) => Hash::from_slice(e)
+                .map(Some)
+                .ok_or_else(|| FormatError::malformed(WHAT, 2, "extra data is not a 32-byte leaf hash")),
+        }
+    }
+
+    /// Verifies the proof offline: the checkpoint's signature by `verifier`,
+    /// then the inclusion of the leaf (from `extra`, and/or from `event`'s
+    /// bytes, which must agree) in the checkpoint's tree. `key` is the hash
+    /// key of a keyed log.
+    pub fn verify(
+        &self,
+        verifier: &NoteVerifier,
+        key: Option<&HashKey>,
+        event: Option<&[u8]>,
+    ) -> Result<VerifiedProof, VerifyError> {
+        let (checkpoint, _) = Checkpoint::open(self.checkpoint.as_bytes(), verifier)?;
+        let hasher = TreeHasher::new(checkpoint.hash, key)?;
+        let carried = self.leaf_hash()?;
+        let leaf = match (carried, event) {
+            (Some(proven), Some(ev)) => {
+                let computed = hasher.leaf(ev);
+                if computed != proven {
+                    return Err(VerifyError::LeafMismatch { computed: computed.to_hex(), proven: proven.to_hex() });
+                }
+                proven
+            }
+            (Some(proven), None) => proven,
+            (None, Some(ev)) => hasher.leaf(ev),
+            (None, None) => return Err(VerifyError::NoLeaf),
+        };
+        verify_inclusion(&hasher, self.index, checkpoint.size, &leaf, &self.path, &checkpoint.root)?;
+        Ok(VerifiedProof { checkpoint, leaf, index: self.index })
+    }
+}

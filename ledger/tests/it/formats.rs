@@ -1,0 +1,274 @@
+//! Signed notes, checkpoints and proof files: interop with the Go reference
+//! implementation, round trips, and rejection of malformed or forged input.
+
+use chronos_ledger::chain::{TimeNs, TimeSource, TrustedTime};
+use chronos_ledger::proof::ProofFile;
+use chronos_ledger::spec::{MAX_NOTE_BYTES, MAX_PROOF_BYTES};
+use chronos_ledger::tree::{self, MemTree};
+use chronos_ledger::{Checkpoint, FormatError, Hash, HashAlg, HashKey, Note, NoteSigner, NoteVerifier, TreeHasher, VerifyError};
+
+// The example key and note of golang.org/x/mod/sumdb/note, the reference
+// implementation of signed notes. Ed25519 is deterministic, so our signature
+// must be byte-identical.
+const GO_SKEY: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
+const GO_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+const GO_TEXT: &str = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
+const GO_SIG: &str = "\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
+
+const ORIGIN: &str = "example.com/chronos/test";
+
+#[test]
+fn note_signatures_match_the_go_reference() {
+    let signer = NoteSigner::from_private_key(GO_SKEY).unwrap();
+    assert_eq!(signer.verifier().to_string(), GO_VKEY);
+    assert_eq!(signer.key_id(), 0xc74f20a3);
+    assert_eq!(signer.private_key_string().as_str(), GO_SKEY);
+    let note = signer.sign(GO_TEXT).unwrap();
+    assert_eq!(note, format!("{GO_TEXT}\n{GO_SIG}"));
+    let v = NoteVerifier::parse(GO_VKEY).unwrap();
+    let parsed = Note::parse(note.as_bytes()).unwrap();
+    assert_eq!(parsed.verify(&v).unwrap(), GO_TEXT);
+    assert_eq!(parsed.to_string(), note);
+}
+
+#[test]
+fn key_strings_reject_manglings() {
+    // Every truncation and every single-byte change of a key string must be
+    // refused (the key ID is a checksum over name and key).
+    for s in [GO_SKEY, GO_VKEY] {
+        let parse = |k: &str| {
+            if s == GO_SKEY { NoteSigner::from_private_key(k).is_ok() } else { NoteVerifier::parse(k).is_ok() }
+        };
+        assert!(parse(s));
+        for end in 0..s.len() {
+            if s.is_char_boundary(end) {
+                assert!(!parse(&s[..end]), "{:?}", &s[..end]);
+            }
+        }
+        let b = s.as_bytes();
+        for i in 0..b.len() {
+            let mut m = b.to_vec();
+            m[i] = if m[i] == b'z' { b'y' } else { m[i] + 1 };
+            if let Ok(m) = String::from_utf8(m) {
+                assert!(!parse(&m), "{m:?}");
+            }
+        }
+    }
+}
+
+fn time() -> TrustedTime {
+    TrustedTime { time: TimeNs(1_763_700_000_123_456_789), uncertainty_ns: 2_000_000, source: TimeSource::local() }
+}
+
+fn checkpoint(h: &TreeHasher, size: u64) -> (Checkpoint, MemTree) {
+    let mut t = MemTree::new();
+    for l in crate::leaves(h, size) {
+        t.append(h, l);
+    }
+    let cp = Checkpoint {
+        origin: ORIGIN.to_owned(),
+        size,
+        root: t.root(h),
+        hash: h.alg(),
+        chain_seq: 3,
+        chain_hash: Hash([9; 32]),
+        time: time(),
+    };
+    (cp, t)
+}
+
+fn signer() -> NoteSigner {
+    NoteSigner::from_seed(ORIGIN, &[7; 32]).unwrap()
+}
+
+#[test]
+fn checkpoint_round_trips_and_has_the_specified_text() {
+    let h = TreeHasher::unkeyed(HashAlg::Sha256);
+    let (cp, _) = checkpoint(&h, 8);
+    let body = cp.body();
+    let lines: Vec<&str> = body.lines().collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0], ORIGIN);
+    assert_eq!(lines[1], "8");
+    assert_eq!(lines[3], "hash sha256");
+    assert_eq!(lines[4], format!("chain 3 {}", Hash([9; 32]).to_base64()));
+    assert_eq!(lines[5], "time 1763700000123456789 2000000 local");
+    let note = cp.sign(&signer()).unwrap();
+    let (back, _) = Checkpoint::open(note.as_bytes(), &signer().verifier()).unwrap();
+    assert_eq!(back, cp);
+}
+
+#[test]
+fn checkpoint_rejects_forgeries_and_other_keys() {
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let (cp, _) = checkpoint(&h, 5);
+    let v = signer().verifier();
+    let note = cp.sign(&signer()).unwrap();
+
+    // Same name, different key: a different key ID, so "no trusted signature".
+    let other = NoteSigner::from_seed(ORIGIN, &[8; 32]).unwrap();
+    let forged = cp.sign(&other).unwrap();
+    assert!(matches!(Checkpoint::open(forged.as_bytes(), &v), Err(VerifyError::NoTrustedSignature { .. })));
+
+    // Right name and key ID, wrong signature bytes: a bad signature.
+    let mut n = Note::parse(note.as_bytes()).unwrap().to_string();
+    let sig_at = n.rfind(' ').unwrap() + 8;
+    let mut bytes = n.into_bytes();
+    bytes[sig_at] = if bytes[sig_at] == b'A' { b'B' } else { b'A' };
+    n = String::from_utf8(bytes).unwrap();
+    assert!(matches!(Checkpoint::open(n.as_bytes(), &v), Err(VerifyError::BadSignature { .. })));
+
+    // A changed body under the original signature.
+    let tampered = note.replacen("\n5\n", "\n6\n", 1);
+    assert!(matches!(Checkpoint::open(tampered.as_bytes(), &v), Err(VerifyError::BadSignature { .. })));
+
+    // Signed by a key for another origin: refused to sign, and refused to open.
+    let stranger = NoteSigner::from_seed("example.com/other", &[7; 32]).unwrap();
+    assert!(cp.sign(&stranger).is_err());
+    let mut cp2 = cp.clone();
+    cp2.origin = "example.com/other".to_owned();
+    let note2 = cp2.sign(&stranger).unwrap();
+    assert!(Checkpoint::open(note2.as_bytes(), &v).is_err());
+
+    // Cosignatures by unknown keys are ignored.
+    let witness = NoteSigner::from_seed("witness.example", &[1; 32]).unwrap();
+    let cosigned = format!("{note}{}", witness.signature_line(&cp.body()));
+    assert_eq!(Checkpoint::open(cosigned.as_bytes(), &v).unwrap().0, cp);
+}
+
+fn malformed(input: &[u8]) -> FormatError {
+    match Checkpoint::open(input, &signer().verifier()) {
+        Err(VerifyError::Format(e)) => e,
+        other => panic!("expected a format error, got {other:?}"),
+    }
+}
+
+#[test]
+fn notes_reject_malformed_input() {
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let note = checkpoint(&h, 5).0.sign(&signer()).unwrap();
+    // Missing final newline.
+    assert!(matches!(malformed(note.trim_end().as_bytes()), FormatError::Malformed { .. }));
+    // Trailing extra newline: the last blank line moves below the signature.
+    assert!(matches!(malformed(format!("{note}\n").as_bytes()), FormatError::Malformed { .. }));
+    // No blank line before the signatures.
+    assert!(matches!(malformed(note.replacen("\n\n", "\n", 1).as_bytes()), FormatError::Malformed { .. }));
+    // Control characters.
+    assert!(matches!(malformed(note.replacen("hash", "ha\rsh", 1).as_bytes()), FormatError::ControlCharacter { .. }));
+    // Not UTF-8.
+    let mut bad = note.clone().into_bytes();
+    bad[2] = 0xff;
+    assert_eq!(malformed(&bad), FormatError::NotUtf8 { what: "signed note" });
+    // Oversized.
+    let big = format!("{}\n{note}", "x".repeat(MAX_NOTE_BYTES));
+    assert!(matches!(malformed(big.as_bytes()), FormatError::TooLarge { .. }));
+    // A note with no signature lines at all.
+    assert!(matches!(Note::parse(b"a\n\n"), Err(FormatError::Malformed { .. })));
+    // Too many signatures.
+    let w = NoteSigner::from_seed("w", &[1; 32]).unwrap();
+    let many = format!("{note}{}", w.signature_line("x\n").repeat(64));
+    assert!(matches!(Note::parse(many.as_bytes()), Err(FormatError::Malformed { .. })));
+}
+
+#[test]
+fn checkpoint_bodies_reject_non_canonical_values() {
+    let s = signer();
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let body = checkpoint(&h, 5).0.body();
+    let root_line = body.lines().nth(2).unwrap().to_owned();
+    let cases = [
+        body.replacen("\n5\n", "\n05\n", 1),
+        body.replacen("\n5\n", "\n+5\n", 1),
+        body.replacen("\n5\n", "\n 5\n", 1),
+        body.replacen("\n5\n", "\n18446744073709551616\n", 1),
+        body.replacen(&root_line, root_line.trim_end_matches('='), 1),
+        body.replacen("hash blake3", "hash BLAKE3", 1),
+        body.replacen("hash blake3", "hash  blake3", 1),
+        body.replacen("chain 3 ", "chain 03 ", 1),
+        body.replacen(" 2000000 ", " 02000000 ", 1),
+        body.replacen(" local\n", "\n", 1),
+        format!("{body}extra line\n"),
+        body.replacen("hash blake3\n", "", 1),
+        body.replacen(ORIGIN, "", 1),
+    ];
+    for text in cases {
+        // Signed correctly, so only the body parser can refuse it.
+        let note = s.sign(&text).unwrap_or_else(|_| format!("{text}\n{}", s.signature_line(&text)));
+        let e = malformed(note.as_bytes());
+        assert!(matches!(e, FormatError::Malformed { what: "checkpoint" | "note text", .. }), "{text:?}: {e}");
+    }
+}
+
+#[test]
+fn proof_files_round_trip_and_verify_offline() {
+    for alg in HashAlg::ALL {
+        let h = crate::hasher(alg);
+        let key = alg.is_keyed().then(|| HashKey::from_bytes([0x42; 32]));
+        let (cp, tree) = checkpoint(&h, 37);
+        let note = cp.sign(&signer()).unwrap();
+        let v = signer().verifier();
+        let event = b"{\"event\":20}";
+        let leaf = h.leaf(event);
+        let proof = ProofFile {
+            extra: Some(leaf.0.to_vec()),
+            index: 20,
+            path: tree::inclusion_proof(&h, &tree, 20, 37).unwrap(),
+            checkpoint: note.clone(),
+        };
+        let text = proof.encode();
+        assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "));
+        let parsed = ProofFile::parse(text.as_bytes()).unwrap();
+        assert_eq!(parsed, proof);
+        let ok = parsed.verify(&v, key.as_ref(), Some(event)).unwrap();
+        assert_eq!((ok.index, ok.leaf, ok.checkpoint.size), (20, leaf, 37));
+        parsed.verify(&v, key.as_ref(), None).unwrap();
+
+        // Wrong event bytes, wrong key, wrong hash key.
+        assert!(matches!(parsed.verify(&v, key.as_ref(), Some(b"{\"event\":21}")), Err(VerifyError::LeafMismatch { .. })));
+        let other = NoteSigner::from_seed(ORIGIN, &[8; 32]).unwrap().verifier();
+        assert!(matches!(parsed.verify(&other, key.as_ref(), None), Err(VerifyError::NoTrustedSignature { .. })));
+        if key.is_some() {
+            assert!(matches!(parsed.verify(&v, None, None), Err(VerifyError::Key(_))));
+            let wrong = HashKey::from_bytes([0x43; 32]);
+            assert!(parsed.verify(&v, Some(&wrong), Some(event)).is_err());
+        }
+
+        // Every flipped byte of the file is caught. Bytes of the base64 that
+        // only carry padding bits are rejected as non-canonical.
+        let bytes = text.as_bytes();
+        for i in 0..bytes.len() {
+            let mut m = bytes.to_vec();
+            m[i] ^= 0x01;
+            let r = ProofFile::parse(&m).map(|p| p.verify(&v, key.as_ref(), Some(event)));
+            assert!(!matches!(r, Ok(Ok(_))), "{alg}: flipping byte {i} ({:?}) went unnoticed", bytes[i] as char);
+        }
+    }
+}
+
+#[test]
+fn proof_files_reject_malformed_input() {
+    let h = TreeHasher::unkeyed(HashAlg::Sha256);
+    let (cp, tree) = checkpoint(&h, 4);
+    let note = cp.sign(&signer()).unwrap();
+    let good = ProofFile { extra: None, index: 1, path: tree::inclusion_proof(&h, &tree, 1, 4).unwrap(), checkpoint: note };
+    let text = good.encode();
+    assert_eq!(ProofFile::parse(text.as_bytes()).unwrap(), good);
+    // Without extra and without an event there is nothing to prove.
+    assert!(matches!(good.verify(&signer().verifier(), None, None), Err(VerifyError::NoLeaf)));
+    let bad = [
+        text.replacen("c2sp.org/tlog-proof@v1", "c2sp.org/tlog-proof@v2", 1),
+        text.replacen("index 1", "index 01", 1),
+        text.replacen("index 1", "index -1", 1),
+        text.replacen("index 1\n", "", 1),
+        text.split("\n\n").next().unwrap().to_owned(),
+        text.replacen("=\n", "\n", 1),
+        format!("{}{}", &text[..text.find("\n\n").unwrap() + 1], ""),
+    ];
+    for b in bad {
+        assert!(ProofFile::parse(b.as_bytes()).is_err(), "{b:?}");
+    }
+    let huge = format!("{text}{}", "x".repeat(MAX_PROOF_BYTES));
+    assert!(matches!(ProofFile::parse(huge.as_bytes()), Err(FormatError::TooLarge { .. })));
+    let long = ProofFile { path: vec![Hash([1; 32]); 65], ..good.clone() };
+    assert!(ProofFile::parse(long.encode().as_bytes()).is_err());
+}
