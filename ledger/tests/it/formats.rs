@@ -272,3 +272,23 @@ fn proof_files_reject_malformed_input() {
     let long = ProofFile { path: vec![Hash([1; 32]); 65], ..good.clone() };
     assert!(ProofFile::parse(long.encode().as_bytes()).is_err());
 }
+
+/// The fenced block after `<!-- example: NAME -->` in spec/ledger.md.
+fn spec_example(name: &str) -> String {
+    let spec = include_str!("../../../spec/ledger.md");
+    let marker = format!("<!-- example: {name} -->\n```text\n");
+    let start = spec.find(&marker).unwrap() + marker.len();
+    spec[start..start + spec[start..].find("```").unwrap()].to_owned()
+}
+
+#[test]
+fn the_spec_examples_verify() {
+    let spec = include_str!("../../../spec/ledger.md");
+    let vkey = spec.split("signed by the example key `").nth(1).unwrap().split('`').next().unwrap();
+    let v = NoteVerifier::parse(vkey).unwrap();
+    let (cp, _) = Checkpoint::open(spec_example("checkpoint").as_bytes(), &v).unwrap();
+    assert_eq!((cp.size, cp.chain_seq, cp.hash), (41, 3, HashAlg::Blake3));
+    let proof = ProofFile::parse(spec_example("proof").as_bytes()).unwrap();
+    let ok = proof.verify(&v, None, Some(b"@ABC")).unwrap();
+    assert_eq!(ok.index, 5);
+}
