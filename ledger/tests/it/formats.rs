@@ -292,3 +292,72 @@ fn the_spec_examples_verify() {
     let ok = proof.verify(&v, None, Some(b"@ABC")).unwrap();
     assert_eq!(ok.index, 5);
 }
+
+mod mutations {
+    //! Random edits of valid notes and proof files: parsers never panic, and
+    //! whatever still verifies says exactly what the original said.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn edit(original: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        let mut b = original.to_vec();
+        for &(pos, byte, op) in edits {
+            let at = pos % (b.len() + 1);
+            match op {
+                0 if at < b.len() => b[at] = byte,
+                1 => b.insert(at, byte),
+                _ if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => {}
+            }
+        }
+        b
+    }
+
+    fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
+        proptest::collection::vec((any::<usize>(), prop_oneof![any::<u8>(), Just(b'\n'), Just(b' '), Just(b'=')], 0u8..3), 1..4)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn edited_checkpoints_never_verify_as_something_else(e in edits()) {
+            let h = TreeHasher::unkeyed(HashAlg::Sha256);
+            let (cp, _) = checkpoint(&h, 11);
+            let note = cp.sign(&signer()).unwrap();
+            let edited = edit(note.as_bytes(), &e);
+            if let Ok((got, _)) = Checkpoint::open(&edited, &signer().verifier()) {
+                prop_assert_eq!(got, cp);
+            }
+        }
+
+        #[test]
+        fn edited_proof_files_never_verify_as_something_else(e in edits()) {
+            let h = TreeHasher::unkeyed(HashAlg::Blake3);
+            let (cp, tree) = checkpoint(&h, 11);
+            let leaf = crate::leaves(&h, 11)[7];
+            let proof = ProofFile {
+                extra: Some(leaf.0.to_vec()),
+                index: 7,
+                path: tree::inclusion_proof(&h, &tree, 7, 11).unwrap(),
+                checkpoint: cp.sign(&signer()).unwrap(),
+            };
+            let edited = edit(proof.encode().as_bytes(), &e);
+            if let Ok(p) = ProofFile::parse(&edited)
+                && let Ok(ok) = p.verify(&signer().verifier(), None, None)
+            {
+                prop_assert_eq!((ok.index, ok.leaf, ok.checkpoint), (7, leaf, cp));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = Note::parse(&bytes);
+            let _ = Checkpoint::open(&bytes, &signer().verifier());
+            let _ = ProofFile::parse(&bytes).map(|p| p.verify(&signer().verifier(), None, Some(&bytes)));
+            let _ = std::str::from_utf8(&bytes).map(|s| (NoteVerifier::parse(s), NoteSigner::from_private_key(s), Checkpoint::from_body(s)));
+        }
+    }
+}
