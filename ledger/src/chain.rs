@@ -124,10 +124,11 @@ pub fn validate_origin(origin: &str) -> Result<(), FormatError> {
     Ok(())
 }
 
-/// `chain(0)`: `H(GENESIS_TAG ‖ u16be(len(origin)) ‖ origin)`.
+/// `chain(0)`: `H(GENESIS_TAG ‖ u16be(len(origin)) ‖ origin)`. The origin
+/// must pass [`validate_origin`] (at most 255 bytes).
 pub fn genesis(hasher: &TreeHasher, origin: &str) -> Hash {
-    // validate_origin bounds the length to 255, so the u16 prefix is exact.
-    let len = (origin.len() as u16).to_be_bytes();
+    debug_assert!(validate_origin(origin).is_ok(), "unvalidated origin {origin:?}");
+    let len = u16::try_from(origin.len()).unwrap_or(u16::MAX).to_be_bytes();
     hasher.digest(&[GENESIS_TAG, &len, origin.as_bytes()])
 }
 

@@ -89,7 +89,23 @@ impl Checkpoint {
             uncertainty_ns: parse_decimal(t[1]).ok_or_else(|| bad(6, "uncertainty is not a canonical decimal"))?,
             source: TimeSource::new(t[2]).map_err(|_| bad(6, "time source is not 1..=64 printable characters"))?,
         };
+        // Every batch holds at least one leaf: the empty log is seq 0, and
+        // no chain can have more batches than leaves.
+        if (size == 0) != (chain_seq == 0) || chain_seq > size {
+            return Err(bad(5, &format!("chain seq {chain_seq} is impossible for tree size {size}")));
+        }
         Ok(Checkpoint { origin: lines[0].to_owned(), size, root, hash, chain_seq, chain_hash, time })
+    }
+
+    /// For the empty log (size 0), checks what only the log's hasher can:
+    /// the root is `H("")` and the chain value is the genesis value.
+    pub fn check_empty(&self, hasher: &crate::hash::TreeHasher) -> Result<(), VerifyError> {
+        if self.size == 0
+            && (self.root != hasher.empty_root() || self.chain_hash != crate::chain::genesis(hasher, &self.origin))
+        {
+            return Err(VerifyError::EmptyLog);
+        }
+        Ok(())
     }
 
     /// Signs the checkpoint. The signer's key name must be the origin.

@@ -58,6 +58,10 @@ pub enum VerifyError {
     /// A consistency proof does not link the two roots.
     #[error("consistency proof from size {old} to size {new} does not verify")]
     Consistency { old: u64, new: u64 },
+    /// A checkpoint of the empty log whose root is not `H("")` or whose chain
+    /// value is not the genesis value.
+    #[error("checkpoint of the empty log has a root other than H(\"\") or a chain value other than the genesis value")]
+    EmptyLog,
     /// The event bytes given do not hash to the proven leaf.
     #[error("the event's leaf hash {computed} differs from the proven leaf hash {proven}")]
     LeafMismatch { computed: String, proven: String },

@@ -83,6 +83,18 @@ pub(crate) fn decode_base64_canonical(s: &str) -> Option<Vec<u8>> {
     (B64.encode(&bytes) == s).then_some(bytes)
 }
 
+/// Decodes standard base64 with padding, accepting non-zero trailing bits.
+pub(crate) fn decode_base64_lenient(s: &str) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    LENIENT.decode(s).ok()
+}
+
 pub(crate) fn encode_base64(b: &[u8]) -> String {
     B64.encode(b)
 }
@@ -268,7 +280,7 @@ impl TreeHasher {
     }
 
     /// A short public fingerprint of the key of a keyed log (8 bytes of
-    /// `H("chronos/key-check/v1")`), stored with the log so that a wrong
+    /// `H(0x04 ‖ "chronos/key-check/v1")`), stored with the log so that a wrong
     /// `CHRONOS_HMAC_KEY` is reported at start instead of producing a
     /// ledger nobody can verify. `None` for unkeyed logs.
     pub fn key_check(&self) -> Option<[u8; 8]> {

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::error::{FormatError, VerifyError};
-use crate::hash::{decode_base64_canonical, encode_base64};
+use crate::hash::{decode_base64_canonical, decode_base64_lenient, encode_base64};
 use crate::spec::{MAX_NOTE_BYTES, MAX_NOTE_SIGNATURES};
 
 /// Signature type byte of Ed25519 in signed notes.
@@ -31,7 +31,7 @@ pub fn key_id(name: &str, public_key: &[u8; 32]) -> u32 {
 }
 
 fn validate_key_name(what: &'static str, name: &str) -> Result<(), FormatError> {
-    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+' || c.is_control()) {
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace() || c == '+' || c < '\u{20}') {
         return Err(FormatError::malformed(what, 0, format!("key name {name:?} is empty or has spaces or '+'")));
     }
     Ok(())
@@ -178,6 +178,10 @@ impl NoteVerifier {
         }
         let pk: [u8; 32] = raw[1..].try_into().map_err(|_| err("key length"))?;
         let key = VerifyingKey::from_bytes(&pk).map_err(|_| err("not a valid Ed25519 public key"))?;
+        // A small-order key would make every signature meaningless.
+        if key.is_weak() {
+            return Err(err("Ed25519 public key of small order"));
+        }
         if key_id(name, &pk) != id {
             return Err(err("key ID does not match the name and key"));
         }
@@ -215,7 +219,7 @@ pub struct Note {
 
 /// Checks the byte-level rules shared by notes and note texts.
 fn check_chars(what: &'static str, s: &str) -> Result<(), FormatError> {
-    if let Some((offset, c)) = s.char_indices().find(|&(_, c)| c.is_control() && c != '\n') {
+    if let Some((offset, c)) = s.char_indices().find(|&(_, c)| c < '\u{20}' && c != '\n') {
         return Err(FormatError::ControlCharacter { what, code: c as u32, offset });
     }
     Ok(())
@@ -233,7 +237,7 @@ fn check_text(text: &str) -> Result<(), FormatError> {
 }
 
 impl Note {
-    /// Parses a signed note: UTF-8, no control characters but newline, the
+    /// Parses a signed note: UTF-8, no characters below U+0020 but newline, the
     /// text ending in a newline, a blank line, then 1 to 64 signature lines.
     pub fn parse(input: &[u8]) -> Result<Note, FormatError> {
         const WHAT: &str = "signed note";
@@ -261,7 +265,9 @@ impl Note {
             let rest = line.strip_prefix(SIG_PREFIX).ok_or_else(|| bad("signature line does not start with an em dash and a space"))?;
             let (name, b64) = rest.split_once(' ').ok_or_else(|| bad("signature line has no space after the key name"))?;
             validate_key_name(WHAT, name).map_err(|_| bad("key name is empty or has spaces or '+'"))?;
-            let raw = decode_base64_canonical(b64).ok_or_else(|| bad("signature is not canonical base64"))?;
+            // Lenient like Go's decoder (trailing bits may be set): the line
+            // is not signed, and witnesses' lines must not sink the note.
+            let raw = decode_base64_lenient(b64).ok_or_else(|| bad("signature is not base64"))?;
             if raw.len() < 5 {
                 return Err(bad("signature is shorter than a key ID and one byte"));
             }
@@ -297,7 +303,11 @@ impl Note {
         for sig in self.signatures.iter().filter(|s| s.name == verifier.name && s.key_id == verifier.key_id) {
             let ok = <[u8; 64]>::try_from(sig.signature.as_slice())
                 .map(|b| ed25519_dalek::Signature::from_bytes(&b))
-                .is_ok_and(|sig| verifier.key.verify_strict(self.text.as_bytes(), &sig).is_ok());
+                .is_ok_and(|sig| {
+                    // RFC 8032 cofactorless verification with canonical S, the
+                    // rule of Go's crypto/ed25519 that witnesses use.
+                    ed25519_dalek::Verifier::verify(&verifier.key, self.text.as_bytes(), &sig).is_ok()
+                });
             if !ok {
                 return Err(VerifyError::BadSignature { key: format!("{}+{:08x}", verifier.name, verifier.key_id) });
             }

@@ -138,7 +138,13 @@ impl ProofFile {
     ) -> Result<VerifiedProof, VerifyError> {
         let (checkpoint, _) = Checkpoint::open(self.checkpoint.as_bytes(), verifier)?;
         let hasher = TreeHasher::new(checkpoint.hash, key)?;
-        let carried = self.leaf_hash()?;
+        // `extra` is opaque in C2SP: when the event is given, an `extra` that
+        // is not a Chronos leaf hash is simply not used.
+        let carried = match (self.leaf_hash(), event) {
+            (Ok(h), _) => h,
+            (Err(_), Some(_)) => None,
+            (Err(e), None) => return Err(e.into()),
+        };
         let leaf = match (carried, event) {
             (Some(proven), Some(ev)) => {
                 let computed = hasher.leaf(ev);

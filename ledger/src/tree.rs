@@ -13,9 +13,12 @@ use crate::error::{RangeError, VerifyError};
 use crate::hash::{Hash, TreeHasher};
 
 /// The split point of RFC 6962: the largest power of two strictly smaller
-/// than `n`. Requires `n >= 2`.
+/// than `n`.
+///
+/// # Panics
+/// If `n < 2` (such trees have no split).
 pub fn split_point(n: u64) -> u64 {
-    debug_assert!(n >= 2);
+    assert!(n >= 2, "split_point({n}): trees of fewer than 2 leaves do not split");
     1u64 << (63 - (n - 1).leading_zeros())
 }
 
@@ -43,6 +46,8 @@ pub struct NodeId {
 }
 
 impl NodeId {
+    // Levels are below 64 for every tree of fewer than 2^64 leaves.
+
     /// First leaf covered.
     pub fn begin(&self) -> u64 {
         self.index << self.level
@@ -337,8 +342,8 @@ pub fn verify_inclusion(
 }
 
 /// Verifies that the tree of `old` leaves with `old_root` is a prefix of the
-/// tree of `new` leaves with `new_root` (RFC 9162 §2.1.4.2). Every tree is
-/// consistent with the empty tree, with an empty proof.
+/// tree of `new` leaves with `new_root` (RFC 9162 §2.1.4.2). Every tree
+/// extends the empty tree, whose root is `H("")`, with an empty proof.
 pub fn verify_consistency(
     hasher: &TreeHasher,
     old: u64,
@@ -351,11 +356,12 @@ pub fn verify_consistency(
     if old > new {
         return fail();
     }
+    if old == 0 {
+        let extends = proof.is_empty() && *old_root == hasher.empty_root() && (new > 0 || new_root == old_root);
+        return if extends { Ok(()) } else { fail() };
+    }
     if old == new {
         return if proof.is_empty() && old_root == new_root { Ok(()) } else { fail() };
-    }
-    if old == 0 {
-        return if proof.is_empty() { Ok(()) } else { fail() };
     }
     if proof.is_empty() {
         return fail();

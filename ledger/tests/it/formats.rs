@@ -233,14 +233,21 @@ fn proof_files_round_trip_and_verify_offline() {
             assert!(parsed.verify(&v, Some(&wrong), Some(event)).is_err());
         }
 
-        // Every flipped byte of the file is caught. Bytes of the base64 that
-        // only carry padding bits are rejected as non-canonical.
+        // Every flipped bit of the file is caught, except in the unused
+        // trailing bits of the (unsigned) signature line's base64, which
+        // decode to the same signature: then the proof must say the same.
         let bytes = text.as_bytes();
+        let sig_last = text.rfind("=\n").unwrap() - 1;
         for i in 0..bytes.len() {
             let mut m = bytes.to_vec();
             m[i] ^= 0x01;
-            let r = ProofFile::parse(&m).map(|p| p.verify(&v, key.as_ref(), Some(event)));
-            assert!(!matches!(r, Ok(Ok(_))), "{alg}: flipping byte {i} ({:?}) went unnoticed", bytes[i] as char);
+            match ProofFile::parse(&m).map(|p| p.verify(&v, key.as_ref(), Some(event))) {
+                Ok(Ok(same)) => {
+                    assert_eq!(i, sig_last, "{alg}: flipping byte {i} ({:?}) went unnoticed", bytes[i] as char);
+                    assert_eq!(same, ok);
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
         }
     }
 }
@@ -282,15 +289,135 @@ fn spec_example(name: &str) -> String {
 }
 
 #[test]
-fn the_spec_examples_verify() {
+fn the_spec_examples_are_the_independent_scripts_and_verify() {
+    let doc: serde_json::Value = serde_json::from_str(include_str!("../vectors/vectors.json")).unwrap();
+    let ex = &doc["spec_example"];
     let spec = include_str!("../../../spec/ledger.md");
     let vkey = spec.split("signed by the example key `").nth(1).unwrap().split('`').next().unwrap();
+    assert_eq!(vkey, ex["verifier_key"].as_str().unwrap());
+    assert_eq!(spec_example("checkpoint"), ex["checkpoint"].as_str().unwrap());
+    assert_eq!(spec_example("proof"), ex["proof"].as_str().unwrap());
     let v = NoteVerifier::parse(vkey).unwrap();
     let (cp, _) = Checkpoint::open(spec_example("checkpoint").as_bytes(), &v).unwrap();
     assert_eq!((cp.size, cp.chain_seq, cp.hash), (41, 3, HashAlg::Blake3));
     let proof = ProofFile::parse(spec_example("proof").as_bytes()).unwrap();
     let ok = proof.verify(&v, None, Some(b"@ABC")).unwrap();
     assert_eq!(ok.index, 5);
+}
+
+#[test]
+fn a_failing_signature_by_the_trusted_key_sinks_the_note_even_beside_a_good_one() {
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let (cp, _) = checkpoint(&h, 5);
+    let note = cp.sign(&signer()).unwrap();
+    // A second line by the same key over other text.
+    let wrong = signer().signature_line("something else\n");
+    let doubled = format!("{note}{wrong}");
+    assert!(matches!(Checkpoint::open(doubled.as_bytes(), &signer().verifier()), Err(VerifyError::BadSignature { .. })));
+}
+
+#[test]
+fn a_checkpoint_for_another_origin_under_the_trusted_key_is_refused() {
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let (mut cp, _) = checkpoint(&h, 5);
+    cp.origin = "example.com/elsewhere".to_owned();
+    // Checkpoint::sign refuses this; a hostile signer would not.
+    let note = signer().sign(&cp.body()).unwrap();
+    assert!(matches!(Checkpoint::open(note.as_bytes(), &signer().verifier()), Err(VerifyError::OriginMismatch { .. })));
+}
+
+#[test]
+fn impossible_chain_positions_and_false_empty_logs_are_refused() {
+    let h = TreeHasher::unkeyed(HashAlg::Sha256);
+    let (cp, _) = checkpoint(&h, 5);
+    let mut bad = cp.clone();
+    bad.chain_seq = 0;
+    assert!(Checkpoint::from_body(&bad.body()).is_err(), "5 leaves but no batch");
+    bad.chain_seq = 6;
+    assert!(Checkpoint::from_body(&bad.body()).is_err(), "more batches than leaves");
+    let empty = Checkpoint {
+        size: 0,
+        chain_seq: 0,
+        root: h.empty_root(),
+        chain_hash: chronos_ledger::chain::genesis(&h, ORIGIN),
+        ..cp.clone()
+    };
+    assert_eq!(Checkpoint::from_body(&empty.body()).unwrap(), empty);
+    empty.check_empty(&h).unwrap();
+    let lying = Checkpoint { root: Hash([1; 32]), ..empty.clone() };
+    assert_eq!(lying.check_empty(&h), Err(VerifyError::EmptyLog));
+    let wrong_genesis = Checkpoint { chain_hash: Hash([1; 32]), ..empty };
+    assert_eq!(wrong_genesis.check_empty(&h), Err(VerifyError::EmptyLog));
+}
+
+#[test]
+fn limits_are_inclusive() {
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let note = checkpoint(&h, 5).0.sign(&signer()).unwrap();
+    let w = NoteSigner::from_seed("w", &[1; 32]).unwrap();
+    let line = w.signature_line("x\n");
+    let sixty_four = format!("{note}{}", line.repeat(63));
+    assert_eq!(Note::parse(sixty_four.as_bytes()).unwrap().signatures().len(), 64);
+    let sixty_five = format!("{note}{}", line.repeat(64));
+    assert!(Note::parse(sixty_five.as_bytes()).is_err());
+    // A note of exactly the maximum size: pad the text with a long line.
+    let pad = MAX_NOTE_BYTES - "\n\n".len() - line.len();
+    let text = format!("{}\n", "p".repeat(pad));
+    let max = format!("{text}\n{line}");
+    assert_eq!(max.len(), MAX_NOTE_BYTES);
+    assert!(Note::parse(max.as_bytes()).is_ok());
+    assert!(Note::parse(format!("p{max}").as_bytes()).is_err());
+}
+
+#[test]
+fn foreign_lines_are_read_as_go_reads_them() {
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let (cp, _) = checkpoint(&h, 5);
+    let note = cp.sign(&signer()).unwrap();
+    // A witness line whose base64 has its unused trailing bits set.
+    let w = NoteSigner::from_seed("witness.example", &[1; 32]).unwrap();
+    let line = w.signature_line(&cp.body());
+    let b64_end = line.len() - 2; // before "=\n"
+    let last = line.as_bytes()[b64_end - 1];
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let pos = ALPHABET.iter().position(|&c| c == last).unwrap();
+    let mut odd = line.clone().into_bytes();
+    odd[b64_end - 1] = ALPHABET[pos ^ 1];
+    let cosigned = format!("{note}{}", String::from_utf8(odd).unwrap());
+    assert_eq!(Checkpoint::open(cosigned.as_bytes(), &signer().verifier()).unwrap().0, cp);
+    // DEL and C1 characters are not C0 controls: allowed in note text.
+    let text = "a\u{7f}b\u{85}c\n";
+    let n = signer().sign(text).unwrap();
+    assert_eq!(Note::parse(n.as_bytes()).unwrap().verify(&signer().verifier()).unwrap(), text);
+}
+
+#[test]
+fn weak_verifier_keys_are_refused() {
+    // The identity point (small order), encoded with a correct key ID.
+    let mut pk = [0u8; 32];
+    pk[0] = 1;
+    let id = chronos_ledger::note::key_id("weak", &pk);
+    let mut raw = vec![1u8];
+    raw.extend_from_slice(&pk);
+    use base64::Engine as _;
+    let vkey = format!("weak+{id:08x}+{}", base64::engine::general_purpose::STANDARD.encode(raw));
+    let e = NoteVerifier::parse(&vkey).unwrap_err().to_string();
+    assert!(e.contains("small order"), "{e}");
+}
+
+#[test]
+fn an_opaque_extra_is_ignored_when_the_event_is_given() {
+    let h = TreeHasher::unkeyed(HashAlg::Sha256);
+    let (cp, tree) = checkpoint(&h, 9);
+    let event = b"{\"event\":4}";
+    let proof = ProofFile {
+        extra: Some(b"some other application's data".to_vec()),
+        index: 4,
+        path: tree::inclusion_proof(&h, &tree, 4, 9).unwrap(),
+        checkpoint: cp.sign(&signer()).unwrap(),
+    };
+    assert!(proof.verify(&signer().verifier(), None, Some(event)).is_ok());
+    assert!(matches!(proof.verify(&signer().verifier(), None, None), Err(VerifyError::Format(_))));
 }
 
 mod mutations {

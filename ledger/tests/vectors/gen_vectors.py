@@ -3,7 +3,7 @@
 of the Rust code: written straight from spec/ledger.md and RFC 6962 with
 Python's hashlib/hmac and the `blake3` package from PyPI.
 
-    pip install blake3==1.0.11 && python3 ledger/tests/vectors/gen_vectors.py > ledger/tests/vectors/vectors.json
+    pip install blake3==1.0.11 cryptography && python3 ledger/tests/vectors/gen_vectors.py > ledger/tests/vectors/vectors.json
 
 The output is committed; the Rust tests read it. Re-run only when the spec
 changes (which changes every stored log, so: never, for a given /v1).
@@ -13,7 +13,11 @@ import hmac
 import json
 import struct
 
+import base64
+
 import blake3
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 KEY = bytes(range(32))  # the test key of the keyed modes: 00 01 02 ... 1f
 
@@ -138,11 +142,37 @@ def vectors(alg):
     return out
 
 
+def b64(b):
+    return base64.b64encode(b).decode()
+
+
+def spec_example():
+    """The worked example of spec/ledger.md sections 8 and 9: the blake3 log
+    after its third batch, signed with the example key (seed 0x5e * 32)."""
+    v = vectors("blake3")
+    H = make_h("blake3")
+    origin = ORIGIN
+    sk = Ed25519PrivateKey.from_private_bytes(bytes([0x5e] * 32))
+    pk = sk.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    key_id = hashlib.sha256(origin.encode() + b"\n\x01" + pk).digest()[:4]
+    vkey = "%s+%s+%s" % (origin, key_id.hex(), b64(b"\x01" + pk))
+    last = v["chain"]["batches"][-1]
+    body = "%s\n%d\n%s\nhash blake3\nchain %d %s\ntime %d %d %s\n" % (
+        origin, len(LEAVES), b64(bytes.fromhex(v["roots"][len(LEAVES)])), last["seq"],
+        b64(bytes.fromhex(last["chain"])), 1_763_700_001_500_000_000, 2_000_000, "local")
+    sig = sk.sign(body.encode())
+    note = body + "\n" + "\u2014 " + origin + " " + b64(key_id + sig) + "\n"
+    proof = "c2sp.org/tlog-proof@v1\nextra %s\nindex 5\n" % b64(H(b"\x00" + LEAVES[5]))
+    proof += "".join(b64(h) + "\n" for h in path(H, 5, LEAVES)) + "\n" + note
+    return {"verifier_key": vkey, "checkpoint": note, "proof": proof}
+
+
 def main():
     doc = {
         "generator": "ledger/tests/vectors/gen_vectors.py",
         "leaves": [d.hex() for d in LEAVES],
         "algorithms": [vectors(a) for a in ["sha256", "blake3", "blake3-keyed", "hmac-sha256"]],
+        "spec_example": spec_example(),
     }
     print(json.dumps(doc, separators=(",", ":")))
 
