@@ -1,0 +1,172 @@
+//! Test and benchmark peer: one end of a ring (or of an nng socket) in its
+//! own process, so that tests and benchmarks cross a real process boundary.
+//!
+//! ```text
+//! chronos-ipc-peer produce <ring> <count> [--slow] [--stop]
+//! chronos-ipc-peer consume <ring>
+//! chronos-ipc-peer drain <ring>
+//! chronos-ipc-peer nng-pull <pull-url> <done-url>
+//! ```
+//! `produce` writes records whose length and bytes are a function of their
+//! seq, resuming wherever the ring's last producer stopped; `--slow` pauses
+//! between the two halves of every payload, so a kill lands mid-write;
+//! `--stop` ends with a STOP record. `consume` checks every record against
+//! that function and the seq order until STOP, then prints `ok <count>
+//! <last seq>`. `drain` reads and releases forever (benchmarks).
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use chronos_ipc::ring::{Consumer, Producer};
+
+const DATA: u32 = 1;
+const STOP: u32 = 2;
+
+/// Length of record `seq`'s payload: 1 to 600 bytes.
+fn payload_len(seq: u64) -> usize {
+    1 + (seq.wrapping_mul(7919) % 600) as usize
+}
+
+fn payload_byte(seq: u64, i: usize) -> u8 {
+    (seq as u8).wrapping_add((i as u8).wrapping_mul(31)) ^ 0x5a
+}
+
+fn produce(ring: &str, count: u64, slow: bool, stop: bool) {
+    let mut p = Producer::attach(ring).unwrap();
+    for _ in 0..count {
+        let seq = p.next_seq();
+        let len = payload_len(seq);
+        let mut g = p.reserve(DATA, len, Instant::now() + Duration::from_secs(60)).unwrap();
+        let buf = g.payload_mut();
+        let half = len / 2;
+        for (i, b) in buf[..half].iter_mut().enumerate() {
+            *b = payload_byte(seq, i);
+        }
+        if slow {
+            std::thread::sleep(Duration::from_micros(20));
+        }
+        for (i, b) in buf[half..].iter_mut().enumerate() {
+            *b = payload_byte(seq, half + i);
+        }
+        g.commit();
+    }
+    if stop {
+        p.push(STOP, b"", Instant::now() + Duration::from_secs(60)).unwrap();
+    }
+    println!("produced {}", p.next_seq());
+}
+
+fn consume(ring: &str) -> i32 {
+    let mut c = Consumer::attach(ring).unwrap();
+    let (mut count, mut last) = (0u64, None::<u64>);
+    loop {
+        c.wait(Some(Instant::now() + Duration::from_secs(120))).unwrap();
+        let batch = match c.poll(256) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("error {e}");
+                return 1;
+            }
+        };
+        let mut stopped = false;
+        for r in batch.iter() {
+            if r.tag == STOP {
+                stopped = true;
+                break;
+            }
+            let want = payload_len(r.seq);
+            let ok = r.tag == DATA
+                && r.payload.len() == want
+                && r.payload.iter().enumerate().all(|(i, &b)| b == payload_byte(r.seq, i));
+            if !ok {
+                println!("error torn or wrong record seq {} len {} (want {want})", r.seq, r.payload.len());
+                return 1;
+            }
+            if let Some(l) = last
+                && r.seq != l + 1
+            {
+                println!("error seq {} after {l}", r.seq);
+                return 1;
+            }
+            last = Some(r.seq);
+            count += 1;
+        }
+        c.release();
+        if stopped {
+            println!("ok {count} {}", last.map_or(-1, |l| l as i64));
+            return 0;
+        }
+    }
+}
+
+fn drain(ring: &str) {
+    let mut c = Consumer::attach(ring).unwrap();
+    let mut fold = 0u64;
+    loop {
+        c.wait(None).unwrap();
+        let batch = c.poll(1024).unwrap();
+        for r in batch.iter() {
+            if r.tag == STOP {
+                println!("{fold}");
+                return;
+            }
+            // Touch every byte, as a real consumer (a hasher) would.
+            fold = r.payload.chunks(8).fold(fold, |a, c| a.rotate_left(5) ^ u64::from(c[0]) ^ (c.len() as u64));
+        }
+        c.release();
+    }
+}
+
+fn nng_pull(pull_url: &str, done_url: &str) {
+    use anng::protocols::pipeline0::{Pull0, Push0};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let pull_url = std::ffi::CString::new(pull_url).unwrap();
+        let done_url = std::ffi::CString::new(done_url).unwrap();
+        let mut pull = Pull0::dial(&pull_url).await.unwrap();
+        let mut done = Push0::dial(&done_url).await.unwrap();
+        loop {
+            // A batch starts with its count; 0 means quit.
+            let head = pull.pull().await.unwrap();
+            let n = u64::from_le_bytes(head.as_slice()[..8].try_into().unwrap());
+            if n == 0 {
+                return;
+            }
+            let mut fold = 0u64;
+            for _ in 0..n {
+                let m = pull.pull().await.unwrap();
+                fold = m.as_slice().chunks(8).fold(fold, |a, c| a.rotate_left(5) ^ u64::from(c[0]) ^ (c.len() as u64));
+            }
+            let mut msg = anng::Message::with_capacity(8);
+            msg.write_all(&fold.to_le_bytes()).unwrap();
+            done.push(msg).await.map_err(|(e, _)| e).unwrap();
+        }
+    });
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let code = match a.as_slice() {
+        ["produce", ring, count, flags @ ..] => {
+            produce(ring, count.parse().unwrap(), flags.contains(&"--slow"), flags.contains(&"--stop"));
+            0
+        }
+        ["consume", ring] => consume(ring),
+        ["drain", ring] => {
+            drain(ring);
+            0
+        }
+        ["nng-pull", pull, done] => {
+            nng_pull(pull, done);
+            0
+        }
+        _ => {
+            eprintln!("usage: see the source of chronos-ipc-peer");
+            2
+        }
+    };
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}

@@ -1,0 +1,46 @@
+//! Inter-process communication for Chronos's pipeline, knowing nothing about
+//! ledgers.
+//!
+//! * **Rings** ([`ring`]): single-producer single-consumer rings of
+//!   variable-length records in POSIX shared memory. Payloads are written
+//!   in place and read in place (borrowed slices, batched polls); a
+//!   per-record commit marker means a reader never sees a torn record, even
+//!   when the writer is killed mid-write; readers sleep on a futex and
+//!   writers get backpressure when a ring is full. [`set`] combines rings
+//!   into the pipeline's many-to-many topology.
+//! * **Control messages** ([`control`]): small typed messages
+//!   (acknowledgements, wake-ups, registration) over nng, also for hops
+//!   that cross machines.
+//!
+//! What it does not do: interpret payloads, persist anything beyond the
+//! life of the host (segments live in /dev/shm), or remove segments
+//! implicitly. All `unsafe` code of Chronos lives in this crate, in `sys`
+//! and the record accessors of `ring`, each block with a `// SAFETY:`
+//! comment; each atomic names the operation it pairs with.
+//!
+//! The ring algorithm (`core`) is written against a small memory trait so
+//! that `RUSTFLAGS="--cfg loom" cargo test -p chronos-ipc --lib` checks it
+//! under the loom model checker.
+
+mod core;
+pub mod error;
+mod layout;
+mod sync;
+
+#[cfg(not(loom))]
+pub mod control;
+#[cfg(not(loom))]
+pub mod ring;
+#[cfg(not(loom))]
+pub mod set;
+#[cfg(not(loom))]
+mod sys;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+
+pub use error::{PushError, RingError};
+#[cfg(not(loom))]
+pub use ring::{Consumer, Producer, Record};
+#[cfg(not(loom))]
+pub use set::{Distributor, RingSet};

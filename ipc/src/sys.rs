@@ -1,0 +1,348 @@
+//! The operating-system side of a ring, and every `unsafe` block of the
+//! crate but the record accessors in `ring`: POSIX shared-memory objects,
+//! the double mapping of the data area, OFD locks and futexes.
+//!
+//! Why `nix` + `memmap2` and not the `shared_memory` crate: that crate is
+//! unmaintained since 2022 and its handle is not `Send`. `nix` gives
+//! `shm_open`/`ftruncate`/`mmap` and OFD locks directly; `memmap2` owns the
+//! mappings' lifetimes. The data area is mapped twice, back to back, into
+//! one reserved range (MAP_FIXED, which memmap2 does not offer, so that part
+//! goes through nix): a record that runs past the end of the data area
+//! continues at its start in physical memory and is still one contiguous
+//! slice in our address space, so readers borrow records in place.
+
+use std::ffi::CString;
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, shm_open, shm_unlink};
+use nix::sys::stat::{Mode, fstat};
+
+use crate::error::RingError;
+use crate::layout::{HEADER_LEN, Header, LOCK_CREATOR, MAGIC, STATE_READY, VERSION};
+use crate::sync::{AtomicU32, Ordering};
+
+/// A mapped ring segment.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    name: String,
+    fd: OwnedFd,
+    header: memmap2::MmapRaw,
+    // Reservation of 2·capacity bytes whose halves are both remapped onto
+    // the segment's data area. Dropping it unmaps the whole range.
+    data: memmap2::MmapMut,
+    capacity: u64,
+}
+
+fn shm_name(name: &str) -> Result<CString, RingError> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !ok {
+        return Err(RingError::Invalid(format!("ring name {name:?} must be 1..=200 of [A-Za-z0-9._-]")));
+    }
+    CString::new(format!("/chronos-{name}")).map_err(|_| RingError::Invalid(format!("ring name {name:?}")))
+}
+
+/// Path of a ring's segment in the filesystem (for tools and tests).
+pub(crate) fn segment_path(name: &str) -> String {
+    format!("/dev/shm/chronos-{name}")
+}
+
+impl Segment {
+    /// Creates a new segment: zero-filled, header written, then marked ready.
+    /// While it writes the header the creator holds the creator lock, so an
+    /// attacher can tell "still initializing" from "creator died".
+    pub(crate) fn create(name: &str, capacity: u64, max_record: u64) -> Result<Segment, RingError> {
+        let cname = shm_name(name)?;
+        let fd = shm_open(cname.as_c_str(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, Mode::S_IRUSR | Mode::S_IWUSR)
+            .map_err(|e| match e {
+                Errno::EEXIST => RingError::Exists { name: name.to_owned() },
+                e => RingError::os(format!("shm_open {name}"))(e),
+            })?;
+        lock(&fd, LOCK_CREATOR).map_err(RingError::os("locking a new ring"))?;
+        let size = HEADER_LEN + capacity;
+        nix::unistd::ftruncate(&fd, size as i64).map_err(RingError::os(format!("sizing ring {name}")))?;
+        let header = map_header(&fd, name)?;
+        let hp = header.as_mut_ptr().cast::<Header>();
+        // SAFETY: the mapping is HEADER_LEN bytes, page aligned (so aligned
+        // for Header), and only this process can have it: the segment was
+        // created with O_EXCL and is not READY, so nobody else touches it.
+        // The memory is zero-filled by ftruncate; we write plain fields
+        // through the raw pointer before any reference is handed out.
+        unsafe {
+            (*hp).magic = MAGIC;
+            (*hp).version = VERSION;
+            (*hp).capacity = capacity;
+            (*hp).max_record = max_record;
+        }
+        let data = map_data(&fd, name, capacity)?;
+        let seg = Segment { name: name.to_owned(), fd, header, data, capacity };
+        // Release pairs with the Acquire load in `open`: an attacher that sees
+        // READY sees every field written above.
+        seg.header().state.store(STATE_READY, Ordering::Release);
+        unlock(&seg.fd, LOCK_CREATOR).map_err(RingError::os("unlocking a new ring"))?;
+        Ok(seg)
+    }
+
+    /// Opens and validates an existing segment. Waits up to `init_wait` for
+    /// a creator that is still writing the header.
+    pub(crate) fn open(name: &str, init_wait: Duration) -> Result<Segment, RingError> {
+        let cname = shm_name(name)?;
+        let fd = shm_open(cname.as_c_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
+            Errno::ENOENT => RingError::NotFound { name: name.to_owned() },
+            e => RingError::os(format!("shm_open {name}"))(e),
+        })?;
+        let incompatible = |reason: String| RingError::Incompatible { name: name.to_owned(), reason };
+        let size = fstat(&fd).map_err(RingError::os(format!("fstat ring {name}")))?.st_size as u64;
+        let deadline = Instant::now() + init_wait;
+        if size < HEADER_LEN {
+            // Created but not sized yet, or truncated.
+            if lock_holder(&fd, LOCK_CREATOR).map_err(RingError::os("checking the creator lock"))?.is_some() {
+                return Err(RingError::Uninitialized { name: name.to_owned() });
+            }
+            return Err(incompatible(format!("segment is {size} bytes, smaller than the {HEADER_LEN}-byte header")));
+        }
+        let header = map_header(&fd, name)?;
+        // SAFETY: HEADER_LEN bytes, page aligned, mapped for the life of
+        // `header`; Header is repr(C) of integers and atomics, valid for any
+        // bit pattern, and all mutation after READY goes through atomics.
+        let h = unsafe { &*header.as_ptr().cast::<Header>() };
+        // Acquire pairs with the Release store in `create`.
+        while h.state.load(Ordering::Acquire) != STATE_READY {
+            let creator_alive =
+                lock_holder(&fd, LOCK_CREATOR).map_err(RingError::os("checking the creator lock"))?.is_some();
+            if !creator_alive || Instant::now() > deadline {
+                return Err(RingError::Uninitialized { name: name.to_owned() });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if h.magic != MAGIC {
+            return Err(incompatible(format!("bad magic {:#018x}", h.magic)));
+        }
+        if h.version != VERSION {
+            return Err(incompatible(format!("layout version {} (this build reads {VERSION})", h.version)));
+        }
+        let (capacity, max_record) = (h.capacity, h.max_record);
+        check_geometry(capacity, max_record).map_err(|e| incompatible(e.to_string()))?;
+        if size != HEADER_LEN + capacity {
+            return Err(incompatible(format!(
+                "segment is {size} bytes but its header says {} (truncated or resized)",
+                HEADER_LEN + capacity
+            )));
+        }
+        let data = map_data(&fd, name, capacity)?;
+        Ok(Segment { name: name.to_owned(), fd, header, data, capacity })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: as in `open`: a live, aligned, HEADER_LEN-byte mapping of
+        // a type valid for any bits, mutated only through atomics once READY
+        // (and before READY only by the creator, before it hands out `&self`).
+        unsafe { &*self.header.as_ptr().cast::<Header>() }
+    }
+
+    /// Start of the doubly mapped data area: `2·capacity` addressable bytes.
+    pub(crate) fn data_ptr(&self) -> *mut u8 {
+        self.data.as_ptr().cast_mut()
+    }
+
+    pub(crate) fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Takes the lock of a role; `false` if a live process holds it.
+    pub(crate) fn try_lock(&self, byte: i64) -> Result<bool, RingError> {
+        match lock(&self.fd, byte) {
+            Ok(()) => Ok(true),
+            Err(Errno::EAGAIN | Errno::EACCES) => Ok(false),
+            Err(e) => Err(RingError::os("locking a ring role")(e)),
+        }
+    }
+}
+
+/// Validates capacity and maximum record size.
+pub(crate) fn check_geometry(capacity: u64, max_record: u64) -> Result<(), RingError> {
+    let page = 4096;
+    if !capacity.is_power_of_two() || capacity < 16 * page || capacity > 1 << 40 {
+        return Err(RingError::Invalid(format!("capacity {capacity} must be a power of two between 64 KiB and 1 TiB")));
+    }
+    if max_record == 0 || max_record > capacity / 2 - crate::layout::RECORD_HEADER || max_record > u64::from(u32::MAX) {
+        return Err(RingError::Invalid(format!(
+            "max record size {max_record} must be between 1 and half the capacity less {} bytes",
+            crate::layout::RECORD_HEADER
+        )));
+    }
+    Ok(())
+}
+
+fn map_header(fd: &OwnedFd, name: &str) -> Result<memmap2::MmapRaw, RingError> {
+    memmap2::MmapOptions::new()
+        .len(HEADER_LEN as usize)
+        .map_raw(fd.as_raw_fd())
+        .map_err(|e| RingError::Os { context: format!("mapping the header of ring {name}"), source: e })
+}
+
+fn map_data(fd: &OwnedFd, name: &str, capacity: u64) -> Result<memmap2::MmapMut, RingError> {
+    let cap = capacity as usize;
+    let reservation = memmap2::MmapOptions::new()
+        .len(2 * cap)
+        .map_anon()
+        .map_err(|e| RingError::Os { context: format!("reserving address space for ring {name}"), source: e })?;
+    let base = reservation.as_ptr() as usize;
+    let len = NonZeroUsize::new(cap).ok_or_else(|| RingError::Invalid("zero capacity".into()))?;
+    for half in [base, base + cap] {
+        // SAFETY: [half, half + cap) lies inside `reservation`, which this
+        // function owns and nothing else references yet; MAP_FIXED replaces
+        // those pages with a shared mapping of the segment's data area. The
+        // reservation's Drop later unmaps the whole range, both halves.
+        let at = unsafe {
+            mmap(
+                NonZeroUsize::new(half),
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED | MapFlags::MAP_FIXED,
+                fd.as_fd(),
+                HEADER_LEN as i64,
+            )
+        }
+        .map_err(RingError::os(format!("mapping the data of ring {name}")))?;
+        if at.as_ptr() as usize != half {
+            return Err(RingError::corrupt("the kernel ignored MAP_FIXED".into()));
+        }
+    }
+    Ok(reservation)
+}
+
+fn flock_for(byte: i64, kind: i16) -> libc::flock {
+    // SAFETY: libc::flock is a plain C struct; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = byte;
+    fl.l_len = 1;
+    fl
+}
+
+/// Takes a write lock on one byte (open-file-description lock: held until
+/// this open is closed, which the kernel does when the process dies).
+fn lock(fd: &OwnedFd, byte: i64) -> Result<(), Errno> {
+    fcntl(fd, FcntlArg::F_OFD_SETLK(&flock_for(byte, libc::F_WRLCK as i16))).map(drop)
+}
+
+fn unlock(fd: &OwnedFd, byte: i64) -> Result<(), Errno> {
+    fcntl(fd, FcntlArg::F_OFD_SETLK(&flock_for(byte, libc::F_UNLCK as i16))).map(drop)
+}
+
+/// Whether another open file description holds a lock on `byte`.
+fn lock_holder(fd: &OwnedFd, byte: i64) -> Result<Option<()>, Errno> {
+    let mut fl = flock_for(byte, libc::F_WRLCK as i16);
+    fcntl(fd, FcntlArg::F_OFD_GETLK(&mut fl))?;
+    Ok((fl.l_type != libc::F_UNLCK as i16).then_some(()))
+}
+
+/// Removes a segment's name (mapped segments live on until unmapped).
+pub(crate) fn unlink(name: &str) -> Result<(), RingError> {
+    let cname = shm_name(name)?;
+    shm_unlink(cname.as_c_str()).map_err(|e| match e {
+        Errno::ENOENT => RingError::NotFound { name: name.to_owned() },
+        e => RingError::os(format!("shm_unlink {name}"))(e),
+    })
+}
+
+/// Opens a segment only to check its role locks (no validation, no mapping).
+pub(crate) fn roles_alive(name: &str) -> Result<[bool; 3], RingError> {
+    let cname = shm_name(name)?;
+    let fd = shm_open(cname.as_c_str(), OFlag::O_RDWR, Mode::empty()).map_err(|e| match e {
+        Errno::ENOENT => RingError::NotFound { name: name.to_owned() },
+        e => RingError::os(format!("shm_open {name}"))(e),
+    })?;
+    let mut out = [false; 3];
+    for (i, byte) in [crate::layout::LOCK_PRODUCER, crate::layout::LOCK_CONSUMER, LOCK_CREATOR].into_iter().enumerate() {
+        out[i] = lock_holder(&fd, byte).map_err(RingError::os("checking role locks"))?.is_some();
+    }
+    Ok(out)
+}
+
+/// Names of all Chronos ring segments on this host.
+pub(crate) fn list_segments() -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("chronos-").map(str::to_owned))
+        .collect()
+}
+
+/// Sleeps while `*word == expected`, at most until `deadline`. Returns on a
+/// wake-up, a changed value, a timeout or a signal; callers re-check.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, deadline: Option<Instant>) {
+    let ts = deadline.map(|d| {
+        let left = d.saturating_duration_since(Instant::now());
+        libc::timespec { tv_sec: left.as_secs() as libc::time_t, tv_nsec: left.subsec_nanos() as libc::c_long }
+    });
+    let tp = ts.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: FUTEX_WAIT (shared, not PRIVATE: the word lives in a
+    // MAP_SHARED mapping seen by other processes) reads the 4-byte aligned
+    // word through its address and sleeps; `word` outlives the call. The
+    // relative timeout points to a live timespec or is null.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAIT, expected, tp, 0usize, 0u32);
+    }
+}
+
+/// Wakes every process sleeping on `word`.
+pub(crate) fn futex_wake(word: &AtomicU32) {
+    // SAFETY: FUTEX_WAKE only uses the address as a key; `word` is live.
+    unsafe {
+        libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX, 0usize, 0usize, 0u32);
+    }
+}
+
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+const SYS_FUTEX_WAITV: libc::c_long = 449;
+const FUTEX2_SIZE_U32: u32 = 0x02;
+
+/// Sleeps until any of `words` differs from its expected value or is woken,
+/// at most until `deadline` (Linux 5.16+ futex_waitv). Returns false if the
+/// kernel lacks the call (the caller then falls back to short naps).
+pub(crate) fn futex_waitv(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> bool {
+    if words.is_empty() || words.len() > 128 {
+        return false;
+    }
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|(w, v)| FutexWaitv { val: u64::from(*v), uaddr: w.as_ptr() as u64, flags: FUTEX2_SIZE_U32, reserved: 0 })
+        .collect();
+    // futex_waitv takes an absolute CLOCK_MONOTONIC deadline.
+    let abs = deadline.map(|d| {
+        let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes one timespec into `now`.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let left = d.saturating_duration_since(Instant::now());
+        let total = Duration::new(now.tv_sec as u64, now.tv_nsec as u32) + left;
+        libc::timespec { tv_sec: total.as_secs() as libc::time_t, tv_nsec: total.subsec_nanos() as libc::c_long }
+    });
+    let tp = abs.as_ref().map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `waiters` is a live array of `len` futex_waitv structs whose
+    // addresses point at live, aligned u32 words in shared mappings; `tp` is
+    // null or a live timespec.
+    let r = unsafe {
+        libc::syscall(SYS_FUTEX_WAITV, waiters.as_ptr(), waiters.len() as libc::c_uint, 0u32, tp, libc::CLOCK_MONOTONIC)
+    };
+    !(r == -1 && Errno::last() == Errno::ENOSYS)
+}

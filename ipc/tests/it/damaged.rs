@@ -1,0 +1,96 @@
+//! Damaged segments are refused with errors that say what is wrong, never
+//! undefined behaviour.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt as _;
+
+use chronos_ipc::RingError;
+use chronos_ipc::ring::{self, Consumer, Producer};
+
+use crate::TestRing;
+
+fn poke(name: &str, offset: u64, bytes: &[u8]) {
+    let f = OpenOptions::new().write(true).open(ring::segment_path(name)).unwrap();
+    f.write_all_at(bytes, offset).unwrap();
+}
+
+fn open_error(name: &str) -> String {
+    match Consumer::attach(name) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a damaged segment was accepted"),
+    }
+}
+
+#[test]
+fn wrong_magic() {
+    let r = TestRing::new("magic", 64 << 10, 1024);
+    poke(&r.0, 0, b"NOTARING");
+    let e = open_error(&r.0);
+    assert!(e.contains("bad magic"), "{e}");
+}
+
+#[test]
+fn wrong_version() {
+    let r = TestRing::new("version", 64 << 10, 1024);
+    poke(&r.0, 8, &99u32.to_le_bytes());
+    let e = open_error(&r.0);
+    assert!(e.contains("layout version 99"), "{e}");
+}
+
+#[test]
+fn truncated_segment() {
+    let r = TestRing::new("trunc", 64 << 10, 1024);
+    OpenOptions::new().write(true).open(ring::segment_path(&r.0)).unwrap().set_len(4096 + 1000).unwrap();
+    let e = open_error(&r.0);
+    assert!(e.contains("truncated"), "{e}");
+    OpenOptions::new().write(true).open(ring::segment_path(&r.0)).unwrap().set_len(100).unwrap();
+    assert!(matches!(Consumer::attach(&r.0), Err(RingError::Incompatible { .. })));
+}
+
+#[test]
+fn corrupted_geometry_in_the_header() {
+    let r = TestRing::new("geomcorrupt", 64 << 10, 1024);
+    poke(&r.0, 16, &12345u64.to_le_bytes()); // capacity
+    let e = open_error(&r.0);
+    assert!(e.contains("capacity 12345"), "{e}");
+}
+
+#[test]
+fn corrupted_length_field() {
+    let r = TestRing::new("len", 64 << 10, 1024);
+    let mut p = Producer::attach(&r.0).unwrap();
+    p.try_push(0, b"fine").unwrap();
+    // The record at position 0: its len field is at data offset 16.
+    poke(&r.0, 4096 + 16, &u32::MAX.to_le_bytes());
+    let mut c = Consumer::attach(&r.0).unwrap();
+    let e = c.poll(1).unwrap_err();
+    assert!(matches!(e, RingError::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("claims a length of 4294967295"), "{e}");
+}
+
+#[test]
+fn corrupted_sequence_is_caught_as_loss() {
+    let r = TestRing::new("seq", 64 << 10, 1024);
+    let mut p = Producer::attach(&r.0).unwrap();
+    p.try_push(0, b"one").unwrap();
+    p.try_push(0, b"two").unwrap();
+    // Second record starts at 24 + 8 = 32; its seq field is at +8.
+    poke(&r.0, 4096 + 32 + 8, &7u64.to_le_bytes());
+    let mut c = Consumer::attach(&r.0).unwrap();
+    let e = c.poll(10).unwrap_err();
+    assert!(e.to_string().contains("has seq 7, expected 1"), "{e}");
+}
+
+#[test]
+fn a_segment_whose_creator_died_is_uninitialized_until_removed() {
+    let name = format!("test-{}-uninit", std::process::id());
+    let path = ring::segment_path(&name);
+    // A segment of the right size whose header was never written.
+    let f = OpenOptions::new().create_new(true).write(true).open(&path).unwrap();
+    f.set_len(4096 + (64 << 10)).unwrap();
+    let e = Consumer::attach(&name).unwrap_err();
+    assert!(matches!(e, RingError::Uninitialized { .. }), "{e}");
+    assert!(e.to_string().contains("remove it with remove_stale"));
+    assert!(ring::remove_stale(&name).unwrap());
+    assert!(!std::path::Path::new(&path).exists());
+}
