@@ -44,10 +44,13 @@ pub(crate) const ALIGN: u64 = 8;
 pub(crate) const STATE_READY: u32 = 1;
 
 /// Byte of the segment locked (OFD lock) by the live producer.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const LOCK_PRODUCER: i64 = 0;
 /// Byte locked by the live consumer.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const LOCK_CONSUMER: i64 = 1;
 /// Byte locked by the creator while it initializes the header.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const LOCK_CREATOR: i64 = 2;
 
 /// The segment header. Written by the creator before `state` becomes

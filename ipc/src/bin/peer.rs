@@ -6,6 +6,7 @@
 //! chronos-ipc-peer consume <ring>
 //! chronos-ipc-peer drain <ring>
 //! chronos-ipc-peer nng-pull <pull-url> <done-url>
+//! chronos-ipc-peer control-send <url> <acks>
 //! ```
 //! `produce` writes records whose length and bytes are a function of their
 //! seq, resuming wherever the ring's last producer stopped; `--slow` pauses
@@ -145,6 +146,26 @@ fn nng_pull(pull_url: &str, done_url: &str) {
     });
 }
 
+/// Sends a registration, `acks` acknowledgements, one undecodable message
+/// and a shutdown, in that order.
+fn control_send(url: &str, acks: u64) {
+    use chronos_ipc::control::{AckStatus, ControlMessage, ControlSender};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut s = ControlSender::dial(url).await.unwrap();
+        let pid = std::process::id();
+        s.send(&ControlMessage::Register { role: "peer".into(), instance: 1, pid }).await.unwrap();
+        for id in 0..acks {
+            let body = id.to_le_bytes().to_vec();
+            s.send(&ControlMessage::Ack { id, status: AckStatus::Committed, body }).await.unwrap();
+        }
+        s.send_raw(&[1, 2, 0, 0]).await.unwrap();
+        s.send(&ControlMessage::Shutdown { reason: "done".into() }).await.unwrap();
+        // Give nng time to flush before the process exits.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -156,6 +177,10 @@ fn main() {
         ["consume", ring] => consume(ring),
         ["drain", ring] => {
             drain(ring);
+            0
+        }
+        ["control-send", url, acks] => {
+            control_send(url, acks.parse().unwrap());
             0
         }
         ["nng-pull", pull, done] => {
