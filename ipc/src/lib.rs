@@ -30,6 +30,9 @@ mod sync;
 #[cfg(not(loom))]
 pub mod control;
 #[cfg(not(loom))]
+#[doc(hidden)]
+pub mod nng_sync;
+#[cfg(not(loom))]
 pub mod ring;
 #[cfg(not(loom))]
 pub mod set;

@@ -6,6 +6,7 @@
 //! chronos-ipc-peer consume <ring>
 //! chronos-ipc-peer drain <ring>
 //! chronos-ipc-peer nng-pull <pull-url> <done-url>
+//! chronos-ipc-peer nng-sync-pull <pull-url> <done-url>
 //! chronos-ipc-peer control-send <url> <acks>
 //! ```
 //! `produce` writes records whose length and bytes are a function of their
@@ -146,6 +147,26 @@ fn nng_pull(pull_url: &str, done_url: &str) {
     });
 }
 
+/// Blocking nng: batches of `count` then messages, answered with a fold.
+fn nng_sync_pull(pull_url: &str, done_url: &str) {
+    use chronos_ipc::nng_sync::SyncSocket;
+    let pull = SyncSocket::pull_dial(pull_url).unwrap();
+    let done = SyncSocket::push_dial(done_url).unwrap();
+    loop {
+        let n = pull.recv(|m| u64::from_le_bytes(m[..8].try_into().unwrap())).unwrap();
+        if n == 0 {
+            return;
+        }
+        let mut fold = 0u64;
+        for _ in 0..n {
+            fold = pull
+                .recv(|m| m.chunks(8).fold(fold, |a, c| a.rotate_left(5) ^ u64::from(c[0]) ^ (c.len() as u64)))
+                .unwrap();
+        }
+        done.send(&fold.to_le_bytes()).unwrap();
+    }
+}
+
 /// Sends a registration, `acks` acknowledgements, one undecodable message
 /// and a shutdown, in that order.
 fn control_send(url: &str, acks: u64) {
@@ -181,6 +202,10 @@ fn main() {
         }
         ["control-send", url, acks] => {
             control_send(url, acks.parse().unwrap());
+            0
+        }
+        ["nng-sync-pull", pull, done] => {
+            nng_sync_pull(pull, done);
             0
         }
         ["nng-pull", pull, done] => {
