@@ -11,9 +11,14 @@ use crate::sync::{AtomicU64, Ordering, fence};
 
 /// Access to one ring's memory.
 pub(crate) trait Memory {
-    /// The header.
+    /// The header (only its atomics are used after the segment is opened).
     fn header(&self) -> &Header;
-    /// The stamp word of the record at data offset `off` (8-aligned).
+    /// Data-area size, as validated when the segment was opened (never
+    /// re-read from shared memory, where another process could change it).
+    fn capacity(&self) -> u64;
+    /// Largest payload, as validated when the segment was opened.
+    fn max_record(&self) -> u64;
+    /// The stamp word of the record at data offset `off` (8-aligned, below capacity).
     fn stamp(&self, off: u64) -> &AtomicU64;
     /// Plain write of `src` at data offset `off`, continuing past the end
     /// of the data area at its start. Producer only, into space it owns.
@@ -57,12 +62,28 @@ pub(crate) struct RecordMeta {
 impl RecordMeta {
     /// Data offset of the payload.
     pub(crate) fn payload_off(&self, capacity: u64) -> u64 {
-        (self.pos + RECORD_HEADER) % capacity
+        off(self.pos.wrapping_add(RECORD_HEADER), capacity)
     }
 }
 
-pub(crate) fn capacity<M: Memory>(mem: &M) -> u64 {
-    mem.header().capacity
+/// Data offset of position `pos` (capacity is a power of two).
+pub(crate) fn off(pos: u64, capacity: u64) -> u64 {
+    pos & (capacity - 1)
+}
+
+fn corrupt_head(head: u64) -> RingError {
+    RingError::corrupt(format!("head position {head} is not 8-byte aligned"))
+}
+
+/// The consumer's head, checked for alignment (a misaligned one would make
+/// every stamp access misaligned).
+pub(crate) fn load_head<M: Memory>(mem: &M) -> Result<u64, RingError> {
+    // Acquire pairs with the consumer's Release store in `release`.
+    let head = mem.header().head.load(Ordering::Acquire);
+    if !head.is_multiple_of(ALIGN) {
+        return Err(corrupt_head(head));
+    }
+    Ok(head)
 }
 
 /// Finds where a (re)starting producer continues: from the hints, past any
@@ -70,35 +91,76 @@ pub(crate) fn capacity<M: Memory>(mem: &M) -> u64 {
 /// producer is attached, so the committed records found are stable.
 pub(crate) fn recover_producer<M: Memory>(mem: &M) -> Result<ProducerCursor, RingError> {
     let h = mem.header();
+    let cap = mem.capacity();
     // Order: seq_hint is stored before tail_hint (see `commit`), so a hint
     // pair read here is either consistent, or seq is ahead of a tail that
     // still points at the record holding seq - 1; the scan settles both.
     let mut tail = h.tail_hint.load(Ordering::Acquire);
     let mut seq = h.seq_hint.load(Ordering::Acquire);
-    let head = h.head.load(Ordering::Acquire);
-    if tail % ALIGN != 0 || head > tail.saturating_add(h.capacity) {
-        return Err(RingError::corrupt(format!("producer hint {tail} is inconsistent with head {head}")));
+    let head = load_head(mem)?;
+    let inconsistent = |tail: u64| {
+        RingError::corrupt(format!("producer position {tail} is inconsistent with head {head} and capacity {cap}"))
+    };
+    // Committed records lie in [head, head + capacity); the scan cannot
+    // leave that window, so it ends within one lap whatever the contents.
+    if !tail.is_multiple_of(ALIGN) || tail.checked_add(cap).is_none_or(|end| head > end) {
+        return Err(inconsistent(tail));
     }
     while let Some(rec) = peek(mem, tail)? {
-        seq = rec.seq + 1;
-        tail += rec.size;
+        seq = rec.seq.checked_add(1).ok_or_else(|| inconsistent(tail))?;
+        tail = tail.checked_add(rec.size).ok_or_else(|| inconsistent(tail))?;
+        if tail > head.saturating_add(cap) {
+            return Err(inconsistent(tail));
+        }
     }
-    Ok(ProducerCursor { tail, seq, cached_head: head })
+    if tail < head {
+        return Err(inconsistent(tail));
+    }
+    let cur = ProducerCursor { tail, seq, cached_head: head };
+    // The word where the next record's stamp goes must not hold bytes that
+    // could pass for a stamp (see `commit`); the dead producer cleared it
+    // unless it died before its first commit.
+    clear_next_stamp(mem, &cur, tail);
+    Ok(cur)
+}
+
+/// Zeroes the stamp word at `next` if the producer owns it, so that stale
+/// payload bytes there (from an earlier lap, or an abandoned reservation)
+/// can never pass for the commit stamp `!next`. When the producer does not
+/// own it, `next == head + capacity` exactly, and the word holds the head
+/// record's own stamp, `!head`, which is not `!next` either.
+fn clear_next_stamp<M: Memory>(mem: &M, cur: &ProducerCursor, next: u64) {
+    let cap = mem.capacity();
+    if next < cur.cached_head.saturating_add(cap) {
+        // Relaxed: ordered before the consumer's view by the Release store
+        // of the stamp that follows it in `commit`; the consumer peeks at
+        // `next` only after acquiring that stamp.
+        mem.stamp(off(next, cap)).store(0, Ordering::Relaxed);
+    }
 }
 
 /// Room for a record of `len` bytes at the cursor, or why not.
 pub(crate) fn reserve<M: Memory>(mem: &M, cur: &mut ProducerCursor, len: usize) -> Result<Reservation, PushError> {
-    let h = mem.header();
+    let (cap, max) = (mem.capacity(), mem.max_record());
     let len_u64 = len as u64;
-    if len_u64 > h.max_record {
-        return Err(PushError::TooLarge { len, max: h.max_record as usize });
+    if len_u64 > max {
+        return Err(PushError::TooLarge { len, max: max as usize });
     }
     let size = record_size(len_u64);
-    if cur.tail + size - cur.cached_head > h.capacity {
-        // Acquire pairs with the consumer's Release store of head: its reads
-        // of the records below head are done before we overwrite them.
-        cur.cached_head = h.head.load(Ordering::Acquire);
-        if cur.tail + size - cur.cached_head > h.capacity {
+    // cached_head <= tail always holds (checked when head is loaded).
+    if cur.tail + size - cur.cached_head > cap {
+        // Acquire (in load_head) pairs with the consumer's Release store of
+        // head: its reads of the records below head are done before we
+        // overwrite them.
+        let head = load_head(mem).map_err(|e| PushError::Corrupt(e.to_string()))?;
+        if head < cur.cached_head || head > cur.tail {
+            return Err(PushError::Corrupt(format!(
+                "head moved to {head}, outside [{}, {}]",
+                cur.cached_head, cur.tail
+            )));
+        }
+        cur.cached_head = head;
+        if cur.tail + size - cur.cached_head > cap {
             return Err(PushError::Full);
         }
     }
@@ -108,22 +170,23 @@ pub(crate) fn reserve<M: Memory>(mem: &M, cur: &mut ProducerCursor, len: usize) 
 
 /// Writes the record header fields (not the stamp) of a reservation.
 pub(crate) fn write_header<M: Memory>(mem: &M, cur: &ProducerCursor, res: &Reservation, tag: u32) {
-    let cap = capacity(mem);
+    let cap = mem.capacity();
     let mut meta = [0u8; 16];
     meta[..8].copy_from_slice(&cur.seq.to_le_bytes());
     meta[8..12].copy_from_slice(&res.len.to_le_bytes());
     meta[12..].copy_from_slice(&tag.to_le_bytes());
-    mem.write((res.pos + 8) % cap, &meta);
+    mem.write(off(res.pos + 8, cap), &meta);
 }
 
 /// Commits a reservation whose header and payload are written.
 pub(crate) fn commit<M: Memory>(mem: &M, cur: &mut ProducerCursor, res: Reservation) {
     let h = mem.header();
-    let cap = h.capacity;
+    let cap = mem.capacity();
+    clear_next_stamp(mem, cur, res.pos + res.size);
     // The commit marker. Release pairs with the consumer's Acquire load of
-    // the stamp in `peek`: the header and payload written above are visible
-    // to a consumer that sees the stamp.
-    mem.stamp(res.pos % cap).store(!res.pos, Ordering::Release);
+    // the stamp in `peek`: the header and payload written above, and the
+    // cleared next stamp, are visible to a consumer that sees the stamp.
+    mem.stamp(off(res.pos, cap)).store(!res.pos, Ordering::Release);
     cur.tail = res.pos + res.size;
     cur.seq += 1;
     // Hints for a restarted producer; seq first (see `recover_producer`).
@@ -147,22 +210,22 @@ pub(crate) fn wake_consumer<M: Memory>(mem: &M) {
 }
 
 /// The committed record at `pos`, if any, validated.
+/// `pos` must be 8-aligned (positions start at an aligned head and advance
+/// by record sizes, which are multiples of 8).
 pub(crate) fn peek<M: Memory>(mem: &M, pos: u64) -> Result<Option<RecordMeta>, RingError> {
-    let h = mem.header();
-    let cap = h.capacity;
-    let off = pos % cap;
+    let (cap, max) = (mem.capacity(), mem.max_record());
+    let o = off(pos, cap);
     // Acquire pairs with the producer's Release store in `commit`.
-    if mem.stamp(off).load(Ordering::Acquire) != !pos {
+    if mem.stamp(o).load(Ordering::Acquire) != !pos {
         return Ok(None);
     }
-    let seq = mem.read_word((off + 8) % cap);
-    let word = mem.read_word((off + 16) % cap);
+    let seq = mem.read_word(off(o + 8, cap));
+    let word = mem.read_word(off(o + 16, cap));
     let len = (word & 0xffff_ffff) as u32;
     let tag = (word >> 32) as u32;
-    if u64::from(len) > h.max_record {
+    if u64::from(len) > max {
         return Err(RingError::corrupt(format!(
-            "record at position {pos} claims a length of {len} bytes; the ring's maximum is {}",
-            h.max_record
+            "record at position {pos} claims a length of {len} bytes; the ring's maximum is {max}"
         )));
     }
     Ok(Some(RecordMeta { pos, seq, len, tag, size: record_size(u64::from(len)) }))

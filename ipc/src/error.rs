@@ -40,6 +40,7 @@ impl RingError {
         RingError::Corrupt { reason }
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn os(context: impl Into<String>) -> impl FnOnce(nix::Error) -> RingError {
         let context = context.into();
         move |e| RingError::Os { context, source: io::Error::from(e) }
@@ -60,4 +61,7 @@ pub enum PushError {
     /// The record is larger than the ring's maximum record size.
     #[error("record of {len} bytes exceeds the ring's maximum of {max}")]
     TooLarge { len: usize, max: usize },
+    /// The ring's shared state breaks its invariants: stop and alert.
+    #[error("ring is corrupt: {0}")]
+    Corrupt(String),
 }

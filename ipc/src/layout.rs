@@ -23,8 +23,16 @@
 //! The stamp is written last, with release ordering, after everything else
 //! of the record; a reader that sees `stamp == !p` (acquire) sees the whole
 //! record. A writer killed before its stamp leaves no record: whatever it
-//! wrote is overwritten by the next writer. Stamps of older laps hold other
-//! positions, and zeroed memory holds 0, never `!p` for a real position.
+//! wrote is overwritten by the next writer.
+//!
+//! The word where the *next* record's stamp will go could hold anything:
+//! payload bytes of an older lap, or of a reservation that was abandoned or
+//! cut short by a crash. Payloads come from outside (HTTP bodies), so they
+//! could hold `!p` on purpose. Every commit therefore zeroes that next word
+//! (before its own release store), and a restarted producer does the same;
+//! the only word it cannot zero, at `head + capacity`, is the head record's
+//! own stamp `!head`. So the word at a record boundary the reader reaches
+//! holds 0 or the real stamp, never a forgery.
 
 use crate::sync::{AtomicU32, AtomicU64};
 
@@ -33,6 +41,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"CHRNRING");
 /// Layout version; bumped on any change to this file.
 pub(crate) const VERSION: u32 = 1;
 /// Size of the header area; the data area starts here, page aligned.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) const HEADER_LEN: u64 = 4096;
 /// Size of a record's header.
 pub(crate) const RECORD_HEADER: u64 = 24;
@@ -59,6 +68,8 @@ pub(crate) const LOCK_CREATOR: i64 = 2;
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub(crate) struct Header {
+    // magic, version, capacity, max_record: written by the creator before
+    // READY, then read once by each attacher (volatile) and never again.
     pub magic: u64,
     pub version: u32,
     /// INITIALIZING until the creator has written every field, then READY.

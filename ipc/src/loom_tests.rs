@@ -1,32 +1,36 @@
 //! The ring algorithm under the loom model checker, which runs every
 //! interleaving (and every weak-memory outcome loom models) of small
-//! scenarios. The memory is loom-tracked: stamps are loom atomics, record
-//! bytes are loom cells, so a read of a record the producer has not
-//! published, or a write over one the consumer has not released, fails.
+//! scenarios. The memory is loom-tracked word by word, stamps and record
+//! bytes alike, so a read of a record that is not ordered after its
+//! writing (or a write over one not yet released) can see the wrong bytes
+//! and fails the checks.
 //!
 //! `RUSTFLAGS="--cfg loom" cargo test -p chronos-ipc --lib --release --target-dir target/loom`
 
-use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::core::{self, Memory, ProducerCursor};
 use crate::layout::{Header, RECORD_HEADER};
 
-/// A ring of `words` 8-byte words; offsets wrap as in the double mapping.
+/// A ring of 8-byte words, each a loom atomic: stamps and record bytes
+/// share words exactly as in the segment, and plain accesses are modelled
+/// as Relaxed ones, so a read not ordered after the write it needs can
+/// return an older value and fail the test's checks.
 struct LoomMem {
     header: Header,
-    words: Vec<UnsafeCell<u64>>,
-    stamps: Vec<AtomicU64>,
+    words: Vec<AtomicU64>,
+    capacity: u64,
+    max_record: u64,
 }
 
 impl LoomMem {
     fn new(capacity: u64, max_record: u64) -> Arc<LoomMem> {
-        let n = (capacity / 8) as usize;
         Arc::new(LoomMem {
             header: Header::new(capacity, max_record),
-            words: (0..n).map(|_| UnsafeCell::new(0)).collect(),
-            stamps: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..capacity / 8).map(|_| AtomicU64::new(0)).collect(),
+            capacity,
+            max_record,
         })
     }
 
@@ -49,24 +53,28 @@ impl Memory for LoomMem {
         &self.header
     }
 
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    fn max_record(&self) -> u64 {
+        self.max_record
+    }
+
     fn stamp(&self, off: u64) -> &AtomicU64 {
-        &self.stamps[self.idx(off)]
+        &self.words[self.idx(off)]
     }
 
     fn write(&self, off: u64, src: &[u8]) {
         for (i, chunk) in src.chunks(8).enumerate() {
             let mut w = [0u8; 8];
             w[..chunk.len()].copy_from_slice(chunk);
-            let v = u64::from_le_bytes(w);
-            // SAFETY: loom checks that no other thread accesses this cell
-            // concurrently; that is exactly the property under test.
-            self.words[self.idx(off + 8 * i as u64)].with_mut(|p| unsafe { *p = v });
+            self.words[self.idx(off + 8 * i as u64)].store(u64::from_le_bytes(w), Ordering::Relaxed);
         }
     }
 
     fn read_word(&self, off: u64) -> u64 {
-        // SAFETY: as in `write`, loom checks the access is ordered.
-        self.words[self.idx(off)].with(|p| unsafe { *p })
+        self.words[self.idx(off)].load(Ordering::Relaxed)
     }
 
     fn wake(&self, _bell: &AtomicU32) {}
@@ -84,7 +92,7 @@ fn push(mem: &LoomMem, cur: &mut ProducerCursor, len: usize) {
             Err(e) => panic!("{e}"),
         }
     };
-    mem.write((res.pos + RECORD_HEADER) % mem.header.capacity, &payload(cur.seq, len));
+    mem.write(core::off(res.pos + RECORD_HEADER, mem.capacity), &payload(cur.seq, len));
     core::write_header(mem, cur, &res, 7);
     core::commit(mem, cur, res);
 }
@@ -146,30 +154,103 @@ fn loom_no_wake_up_is_lost() {
 }
 
 #[test]
-fn loom_a_restarted_producer_finds_its_place_while_the_consumer_reads() {
+fn loom_a_restarted_producer_continues_while_the_consumer_reads() {
     loom::model(|| {
         let mem = LoomMem::new(128, 16);
-        {
-            let mut cur = core::recover_producer(&*mem).unwrap();
-            push(&mem, &mut cur, 8);
-            push(&mem, &mut cur, 8);
-            // Simulate a producer killed after its second commit marker but
-            // before it updated the hints: roll the hints back.
-            mem.header.seq_hint.store(1, Ordering::Release);
-            mem.header.tail_hint.store(32, Ordering::Release);
-        }
         let consumer = {
             let mem = mem.clone();
             loom::thread::spawn(move || {
                 let mut pos = 0;
-                while let Some(r) = core::peek(&*mem, pos).unwrap() {
-                    pos += r.size;
+                for seq in 0..3 {
+                    let rec = loop {
+                        match core::peek(&*mem, pos).unwrap() {
+                            Some(r) => break r,
+                            None => loom::thread::yield_now(),
+                        }
+                    };
+                    assert_eq!(rec.seq, seq);
+                    assert_eq!(mem.read_payload(rec.payload_off(128), 8), payload(seq, 8));
+                    pos += rec.size;
                     core::release(&*mem, pos);
                 }
             })
         };
-        let cur = core::recover_producer(&*mem).unwrap();
+        // The first producer commits two records, then dies before it
+        // records its hints for the second (roll them back to model that).
+        let mut cur = core::recover_producer(&*mem).unwrap();
+        push(&mem, &mut cur, 8);
+        push(&mem, &mut cur, 8);
+        mem.header.seq_hint.store(1, Ordering::Release);
+        mem.header.tail_hint.store(32, Ordering::Release);
+        // Its successor recovers while the consumer reads, and continues.
+        let mut cur = core::recover_producer(&*mem).unwrap();
         assert_eq!((cur.tail, cur.seq), (64, 2));
+        push(&mem, &mut cur, 8);
         consumer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_stale_bytes_never_pass_for_a_commit_stamp() {
+    loom::model(|| {
+        let mem = LoomMem::new(128, 32);
+        let producer = {
+            let mem = mem.clone();
+            loom::thread::spawn(move || {
+                let mut cur = core::recover_producer(&*mem).unwrap();
+                // An abandoned reservation of 24 bytes at position 0 whose
+                // payload holds, where the next record boundary will be
+                // (position 32), the stamp `!32` and a plausible header.
+                let res = core::reserve(&*mem, &mut cur, 24).unwrap();
+                let mut forged = Vec::new();
+                forged.extend_from_slice(&[0u8; 8]);
+                forged.extend_from_slice(&(!32u64).to_le_bytes());
+                forged.extend_from_slice(&1u64.to_le_bytes());
+                mem.write(core::off(res.pos + RECORD_HEADER, 128), &forged);
+                // Then real records of 8 bytes (32 each): the second one's
+                // boundary is where the forgery sits.
+                push(&mem, &mut cur, 8);
+                push(&mem, &mut cur, 8);
+            })
+        };
+        let mut pos = 0;
+        for seq in 0..2 {
+            let rec = loop {
+                match core::peek(&*mem, pos) {
+                    Ok(Some(r)) => break r,
+                    Ok(None) => loom::thread::yield_now(),
+                    Err(e) => panic!("forged record seen: {e}"),
+                }
+            };
+            assert_eq!((rec.seq, rec.len), (seq, 8), "forged record seen at {pos}");
+            assert_eq!(mem.read_payload(rec.payload_off(128), 8), payload(seq, 8));
+            pos += rec.size;
+            core::release(&*mem, pos);
+        }
+        producer.join().unwrap();
+    });
+}
+
+#[test]
+fn loom_no_space_wake_up_is_lost() {
+    loom::model(|| {
+        let mem = LoomMem::new(64, 16);
+        let mut cur = core::recover_producer(&*mem).unwrap();
+        push(&mem, &mut cur, 16); // 40 of 64 bytes: the next one does not fit
+        let consumer = {
+            let mem = mem.clone();
+            loom::thread::spawn(move || {
+                let rec = core::peek(&*mem, 0).unwrap().unwrap();
+                core::release(&*mem, rec.size);
+            })
+        };
+        // The producer finds no room and prepares to sleep.
+        let bell = core::announce_writer_sleep(&*mem);
+        let room = core::reserve(&*mem, &mut cur, 16).is_ok();
+        consumer.join().unwrap();
+        if !room {
+            assert_ne!(mem.header.space_bell.load(Ordering::Acquire), bell, "lost space wake-up");
+        }
+        core::writer_awake(&*mem);
     });
 }

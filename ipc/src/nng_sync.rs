@@ -101,7 +101,11 @@ impl SyncSocket {
         check("recv", unsafe {
             sys::nng_recv(self.s, (&mut ptr as *mut *mut c_void).cast(), &mut len, sys::NNG_FLAG_ALLOC as i32)
         })?;
-        // SAFETY: `ptr` points at `len` initialized bytes owned by us.
+        if ptr.is_null() {
+            // nng allocates nothing for an empty message.
+            return Ok(f(&[]));
+        }
+        // SAFETY: `ptr` is non-null and points at `len` initialized bytes owned by us.
         let out = f(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) });
         // SAFETY: frees the buffer nng allocated, with its size, once.
         unsafe { sys::nng_free(ptr, len) };

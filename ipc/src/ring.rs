@@ -34,8 +34,16 @@ impl Memory for Segment {
         Segment::header(self)
     }
 
+    fn capacity(&self) -> u64 {
+        Segment::capacity(self)
+    }
+
+    fn max_record(&self) -> u64 {
+        Segment::max_record(self)
+    }
+
     fn stamp(&self, off: u64) -> &AtomicU64 {
-        debug_assert!(off % 8 == 0 && off < self.capacity());
+        assert!(off.is_multiple_of(8) && off < Segment::capacity(self), "stamp offset {off}");
         // SAFETY: `off` is 8-aligned and below the capacity, so the 8 bytes
         // lie in the first half of the data mapping, which lives as long as
         // `self` and is 8-aligned (page aligned base). AtomicU64 is valid for
@@ -44,7 +52,7 @@ impl Memory for Segment {
     }
 
     fn write(&self, off: u64, src: &[u8]) {
-        assert!(off < self.capacity() && src.len() as u64 <= self.capacity());
+        assert!(off < Segment::capacity(self) && src.len() as u64 <= Segment::capacity(self), "write at {off}");
         // SAFETY: off + len <= 2·capacity, inside the double mapping. The
         // protocol gives the producer (our only caller) exclusive use of
         // these bytes: they are beyond every committed record and below
@@ -53,7 +61,7 @@ impl Memory for Segment {
     }
 
     fn read_word(&self, off: u64) -> u64 {
-        debug_assert!(off % 8 == 0 && off < self.capacity());
+        assert!(off.is_multiple_of(8) && off < Segment::capacity(self), "word offset {off}");
         // SAFETY: an aligned in-bounds word of the mapping; callers read only
         // committed records (after an Acquire of their stamp), which nobody
         // writes until the consumer releases them.
@@ -69,6 +77,7 @@ impl Segment {
     /// The payload bytes of a committed record.
     fn payload(&self, meta: &RecordMeta) -> &[u8] {
         let off = meta.payload_off(self.capacity());
+        assert!(u64::from(meta.len) <= self.max_record(), "record length {}", meta.len);
         // SAFETY: the record is committed (its stamp was loaded with Acquire
         // in `peek`) and not yet released, so the producer does not write
         // these bytes while the returned borrow (tied to `&self`, which the
@@ -90,13 +99,13 @@ pub fn open_or_create(name: &str, capacity: u64, max_record: u64) -> Result<(), 
     match create(name, capacity, max_record) {
         Err(RingError::Exists { .. }) => {
             let seg = Segment::open(name, INIT_WAIT)?;
-            let h = seg.header();
-            if (h.capacity, h.max_record) != (capacity, max_record) {
+            if (seg.capacity(), seg.max_record()) != (capacity, max_record) {
                 return Err(RingError::Incompatible {
                     name: name.to_owned(),
                     reason: format!(
                         "exists with capacity {} and max record {}, not {capacity} and {max_record}",
-                        h.capacity, h.max_record
+                        seg.capacity(),
+                        seg.max_record()
                     ),
                 });
             }
@@ -180,6 +189,9 @@ impl Producer {
     pub fn attach(name: &str) -> Result<Producer, RingError> {
         let seg = attach(name, LOCK_PRODUCER, "producer")?;
         let cur = core::recover_producer(&seg)?;
+        // The previous producer may have died between a commit and its
+        // wake-up call: ring the bell for a consumer that may be asleep.
+        core::wake_consumer(&seg);
         Ok(Producer { seg, cur })
     }
 
@@ -190,7 +202,7 @@ impl Producer {
 
     /// Largest payload accepted.
     pub fn max_record(&self) -> usize {
-        self.seg.header().max_record as usize
+        self.seg.max_record() as usize
     }
 
     /// Seq the next record will get.
@@ -199,9 +211,9 @@ impl Producer {
     }
 
     /// Bytes of data area not holding unconsumed records (as of the last look at head).
-    pub fn free_bytes(&mut self) -> u64 {
-        self.cur.cached_head = self.seg.header().head.load(Ordering::Acquire);
-        self.seg.capacity() - (self.cur.tail - self.cur.cached_head)
+    pub fn free_bytes(&self) -> u64 {
+        let head = self.seg.header().head.load(Ordering::Acquire);
+        self.seg.capacity().saturating_sub(self.cur.tail.saturating_sub(head))
     }
 
     /// Reserves room for a record of `len` bytes, to be filled in place and
@@ -284,7 +296,7 @@ impl Grant<'_> {
     /// The record's payload, to write in place.
     pub fn payload_mut(&mut self) -> &mut [u8] {
         let seg = &self.producer.seg;
-        let off = (self.res.pos + RECORD_HEADER) % seg.capacity();
+        let off = core::off(self.res.pos + RECORD_HEADER, seg.capacity());
         // SAFETY: the reservation lies beyond every committed record and
         // within head + capacity, so only this producer touches these bytes
         // (the consumer reads only committed records); off + len is inside
@@ -357,7 +369,7 @@ impl Consumer {
     /// Takes the consumer role; reading starts at the ring's head.
     pub fn attach(name: &str) -> Result<Consumer, RingError> {
         let seg = attach(name, LOCK_CONSUMER, "consumer")?;
-        let pos = seg.header().head.load(Ordering::Acquire);
+        let pos = core::load_head(&seg)?;
         Ok(Consumer { seg, pos, next_seq: None, metas: Vec::new() })
     }
 
@@ -390,8 +402,11 @@ impl Consumer {
         self.metas.clear();
         while self.metas.len() < max {
             let Some(m) = self.peek(self.pos, self.next_seq)? else { break };
-            self.pos += m.size;
-            self.next_seq = Some(m.seq + 1);
+            let (Some(pos), Some(seq)) = (self.pos.checked_add(m.size), m.seq.checked_add(1)) else {
+                return Err(RingError::corrupt(format!("record at {} overflows the position or seq space", self.pos)));
+            };
+            self.pos = pos;
+            self.next_seq = Some(seq);
             self.metas.push(m);
         }
         Ok(Batch { seg: &self.seg, metas: &self.metas })
@@ -415,10 +430,12 @@ impl Consumer {
                 return Ok(false);
             }
             let bell = core::announce_reader_sleep(&self.seg);
-            if !self.has_records()? {
+            let ready = self.has_records();
+            if matches!(ready, Ok(false)) {
                 sys::futex_wait(&self.seg.header().data_bell, bell, deadline);
             }
             core::reader_awake(&self.seg);
+            ready?;
         }
     }
 

@@ -9,6 +9,7 @@
 //!   with room, which spreads work over consumers and routes around a slow
 //!   or dead one; a [`RingSet`] (consumer side) drains its rings fairly and
 //!   sleeps on all of them at once (`futex_waitv`).
+//!
 //! BENCHMARKS.md has the measurements behind the choice.
 
 use std::time::{Duration, Instant};

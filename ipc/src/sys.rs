@@ -34,7 +34,10 @@ pub(crate) struct Segment {
     // Reservation of 2·capacity bytes whose halves are both remapped onto
     // the segment's data area. Dropping it unmaps the whole range.
     data: memmap2::MmapMut,
+    // Read once from the header and validated; never re-read, since another
+    // process could change the shared copy.
     capacity: u64,
+    max_record: u64,
 }
 
 fn shm_name(name: &str) -> Result<CString, RingError> {
@@ -80,7 +83,7 @@ impl Segment {
             (*hp).max_record = max_record;
         }
         let data = map_data(&fd, name, capacity)?;
-        let seg = Segment { name: name.to_owned(), fd, header, data, capacity };
+        let seg = Segment { name: name.to_owned(), fd, header, data, capacity, max_record };
         // Release pairs with the Acquire load in `open`: an attacher that sees
         // READY sees every field written above.
         seg.header().state.store(STATE_READY, Ordering::Release);
@@ -97,36 +100,57 @@ impl Segment {
             e => RingError::os(format!("shm_open {name}"))(e),
         })?;
         let incompatible = |reason: String| RingError::Incompatible { name: name.to_owned(), reason };
-        let size = fstat(&fd).map_err(RingError::os(format!("fstat ring {name}")))?.st_size as u64;
-        let deadline = Instant::now() + init_wait;
-        if size < HEADER_LEN {
-            // Created but not sized yet, or truncated.
-            if lock_holder(&fd, LOCK_CREATOR).map_err(RingError::os("checking the creator lock"))?.is_some() {
-                return Err(RingError::Uninitialized { name: name.to_owned() });
-            }
-            return Err(incompatible(format!("segment is {size} bytes, smaller than the {HEADER_LEN}-byte header")));
-        }
-        let header = map_header(&fd, name)?;
-        // SAFETY: HEADER_LEN bytes, page aligned, mapped for the life of
-        // `header`; Header is repr(C) of integers and atomics, valid for any
-        // bit pattern, and all mutation after READY goes through atomics.
-        let h = unsafe { &*header.as_ptr().cast::<Header>() };
-        // Acquire pairs with the Release store in `create`.
-        while h.state.load(Ordering::Acquire) != STATE_READY {
+        let start = Instant::now();
+        let deadline = start + init_wait;
+        // A creator's window between O_EXCL and its creator lock is tiny;
+        // wait that long for it to show up before calling a segment dead.
+        let grace = Duration::from_millis(50);
+        let (header, size) = loop {
+            let size = fstat(&fd).map_err(RingError::os(format!("fstat ring {name}")))?.st_size as u64;
+            let ready = size >= HEADER_LEN && {
+                let header = map_header(&fd, name)?;
+                // SAFETY: the mapping is HEADER_LEN bytes and page aligned;
+                // `state` is an atomic, so the concurrent store by a creator is
+                // not a data race.
+                let state = unsafe { &(*header.as_ptr().cast::<Header>()).state };
+                // Acquire pairs with the Release store in `create`.
+                if state.load(Ordering::Acquire) == STATE_READY {
+                    break (header, size);
+                }
+                false
+            };
+            debug_assert!(!ready);
             let creator_alive =
                 lock_holder(&fd, LOCK_CREATOR).map_err(RingError::os("checking the creator lock"))?.is_some();
-            if !creator_alive || Instant::now() > deadline {
+            let now = Instant::now();
+            if now > deadline || (!creator_alive && now > start + grace) {
+                if size < HEADER_LEN && !creator_alive {
+                    return Err(incompatible(format!(
+                        "segment is {size} bytes, smaller than the {HEADER_LEN}-byte header"
+                    )));
+                }
                 return Err(RingError::Uninitialized { name: name.to_owned() });
             }
             std::thread::sleep(Duration::from_millis(1));
+        };
+        let hp = header.as_ptr().cast::<Header>();
+        // SAFETY: READY was acquired above, so the creator's writes of these
+        // plain fields happened before; volatile reads of an aligned mapping
+        // of HEADER_LEN bytes. They are read once and kept in the Segment.
+        let (magic, version, capacity, max_record) = unsafe {
+            (
+                std::ptr::read_volatile(std::ptr::addr_of!((*hp).magic)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hp).version)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hp).capacity)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*hp).max_record)),
+            )
+        };
+        if magic != MAGIC {
+            return Err(incompatible(format!("bad magic {magic:#018x}")));
         }
-        if h.magic != MAGIC {
-            return Err(incompatible(format!("bad magic {:#018x}", h.magic)));
+        if version != VERSION {
+            return Err(incompatible(format!("layout version {version} (this build reads {VERSION})")));
         }
-        if h.version != VERSION {
-            return Err(incompatible(format!("layout version {} (this build reads {VERSION})", h.version)));
-        }
-        let (capacity, max_record) = (h.capacity, h.max_record);
         check_geometry(capacity, max_record).map_err(|e| incompatible(e.to_string()))?;
         if size != HEADER_LEN + capacity {
             return Err(incompatible(format!(
@@ -135,18 +159,25 @@ impl Segment {
             )));
         }
         let data = map_data(&fd, name, capacity)?;
-        Ok(Segment { name: name.to_owned(), fd, header, data, capacity })
+        Ok(Segment { name: name.to_owned(), fd, header, data, capacity, max_record })
     }
 
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
+    /// The header. Only its atomics may be used: the plain fields were read
+    /// once at open (`capacity`, `max_record`), and another process writing
+    /// them later must not be a data race in this one.
     pub(crate) fn header(&self) -> &Header {
-        // SAFETY: as in `open`: a live, aligned, HEADER_LEN-byte mapping of
-        // a type valid for any bits, mutated only through atomics once READY
-        // (and before READY only by the creator, before it hands out `&self`).
+        // SAFETY: a live, aligned, HEADER_LEN-byte mapping of a type valid
+        // for any bits. Once READY, the ring code mutates only its atomics
+        // and reads no plain field through this reference.
         unsafe { &*self.header.as_ptr().cast::<Header>() }
+    }
+
+    pub(crate) fn max_record(&self) -> u64 {
+        self.max_record
     }
 
     /// Start of the doubly mapped data area: `2·capacity` addressable bytes.
@@ -318,8 +349,8 @@ const SYS_FUTEX_WAITV: libc::c_long = 449;
 const FUTEX2_SIZE_U32: u32 = 0x02;
 
 /// Sleeps until any of `words` differs from its expected value or is woken,
-/// at most until `deadline` (Linux 5.16+ futex_waitv). Returns false if the
-/// kernel lacks the call (the caller then falls back to short naps).
+/// at most until `deadline` (Linux 5.16+ futex_waitv). Returns false if it
+/// could not wait at all (the caller then falls back to short naps).
 pub(crate) fn futex_waitv(words: &[(&AtomicU32, u32)], deadline: Option<Instant>) -> bool {
     if words.is_empty() || words.len() > 128 {
         return false;
@@ -344,5 +375,7 @@ pub(crate) fn futex_waitv(words: &[(&AtomicU32, u32)], deadline: Option<Instant>
     let r = unsafe {
         libc::syscall(SYS_FUTEX_WAITV, waiters.as_ptr(), waiters.len() as libc::c_uint, 0u32, tp, libc::CLOCK_MONOTONIC)
     };
-    !(r == -1 && Errno::last() == Errno::ENOSYS)
+    // A wake-up, a changed value, a timeout or a signal are normal; anything
+    // else (no such call, refused by a seccomp filter) means it did not wait.
+    r >= 0 || matches!(Errno::last(), Errno::EAGAIN | Errno::ETIMEDOUT | Errno::EINTR)
 }

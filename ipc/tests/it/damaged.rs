@@ -94,3 +94,50 @@ fn a_segment_whose_creator_died_is_uninitialized_until_removed() {
     assert!(ring::remove_stale(&name).unwrap());
     assert!(!std::path::Path::new(&path).exists());
 }
+
+#[test]
+fn a_misaligned_head_is_refused() {
+    let r = TestRing::new("head", 64 << 10, 1024);
+    // head is at header offset 128.
+    poke(&r.0, 128, &3u64.to_le_bytes());
+    let e = Consumer::attach(&r.0).unwrap_err();
+    assert!(e.to_string().contains("not 8-byte aligned"), "{e}");
+    let e = Producer::attach(&r.0).unwrap_err();
+    assert!(e.to_string().contains("not 8-byte aligned"), "{e}");
+}
+
+#[test]
+fn geometry_changed_after_attach_is_not_believed() {
+    let r = TestRing::new("live", 64 << 10, 1024);
+    let mut p = Producer::attach(&r.0).unwrap();
+    let mut c = Consumer::attach(&r.0).unwrap();
+    // Another process rewrites capacity and max record size in the header.
+    poke(&r.0, 16, &(1u64 << 40).to_le_bytes());
+    poke(&r.0, 24, &(1u64 << 39).to_le_bytes());
+    // Both ends keep the geometry they validated: no out-of-bounds access.
+    assert!(matches!(p.try_push(0, &vec![0; 2000]), Err(chronos_ipc::PushError::TooLarge { max: 1024, .. })));
+    for i in 0..200u32 {
+        while p.try_push(i, &[i as u8; 1000]).is_err() {
+            c.poll(64).unwrap();
+            c.release();
+        }
+    }
+}
+
+#[test]
+fn a_head_moved_backwards_by_someone_else_stops_the_producer() {
+    let r = TestRing::new("headback", 64 << 10, 1024);
+    let mut p = Producer::attach(&r.0).unwrap();
+    let mut c = Consumer::attach(&r.0).unwrap();
+    while p.try_push(0, &[1; 1000]).is_ok() {}
+    c.poll(10).unwrap();
+    c.release();
+    // The producer sees the released space, and fills it.
+    p.try_push(0, &[1; 1000]).unwrap();
+    while p.try_push(0, &[1; 1000]).is_ok() {}
+    // Rewind head to 0 behind the consumer's back: the producer's next look
+    // at head sees it move backwards, which no consumer does.
+    poke(&r.0, 128, &0u64.to_le_bytes());
+    let e = p.try_push(0, &[1; 1000]).unwrap_err();
+    assert!(matches!(e, chronos_ipc::PushError::Corrupt(_)), "{e:?}");
+}

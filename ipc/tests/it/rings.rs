@@ -111,7 +111,8 @@ fn a_restarted_producer_continues_after_the_last_committed_record() {
         let mut p = Producer::attach(&r.0).unwrap();
         p.try_push(0, b"a").unwrap();
         p.try_push(0, b"b").unwrap();
-        let _half = p.try_reserve(0, 50).unwrap(); // dies mid-write
+        let mut half = p.try_reserve(0, 50).unwrap();
+        half.payload_mut()[..25].fill(0xff); // dies mid-write
     }
     let mut p = Producer::attach(&r.0).unwrap();
     assert_eq!(p.next_seq(), 2);
@@ -120,6 +121,35 @@ fn a_restarted_producer_continues_after_the_last_committed_record() {
     let batch = c.poll(10).unwrap();
     let got: Vec<_> = batch.iter().map(|r| (r.seq, r.payload.to_vec())).collect();
     assert_eq!(got, vec![(0, b"a".to_vec()), (1, b"b".to_vec()), (2, b"c".to_vec())]);
+}
+
+/// Regression: payload bytes left at a future record boundary (here by an
+/// abandoned reservation) once passed for that record's commit stamp.
+#[test]
+fn stale_payload_bytes_never_pass_for_a_commit_stamp() {
+    let r = TestRing::new("forged", KIB64, 1024);
+    let mut p = Producer::attach(&r.0).unwrap();
+    let mut c = Consumer::attach(&r.0).unwrap();
+    {
+        // Reserve 100 bytes at position 0 and write, where the record after
+        // a 1-byte record will start (position 32, payload offset 8), the
+        // stamp !32 followed by a plausible seq, length and tag; abandon it.
+        let mut g = p.try_reserve(1, 100).unwrap();
+        let buf = g.payload_mut();
+        buf[8..16].copy_from_slice(&(!32u64).to_le_bytes());
+        buf[16..24].copy_from_slice(&1u64.to_le_bytes());
+        buf[24..32].copy_from_slice(&(5u64 | (9u64 << 32)).to_le_bytes());
+    }
+    p.try_push(1, b"x").unwrap();
+    let batch = c.poll(10).unwrap();
+    let got: Vec<_> = batch.iter().map(|r| (r.seq, r.tag, r.payload.to_vec())).collect();
+    assert_eq!(got, vec![(0, 1, b"x".to_vec())], "a forged record was delivered");
+    c.release();
+    assert!(!c.has_records().unwrap());
+    p.try_push(2, b"y").unwrap();
+    let batch = c.poll(10).unwrap();
+    let got: Vec<_> = batch.iter().map(|r| (r.seq, r.tag, r.payload.to_vec())).collect();
+    assert_eq!(got, vec![(1, 2, b"y".to_vec())]);
 }
 
 #[test]
