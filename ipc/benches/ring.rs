@@ -2,8 +2,10 @@
 //! an nng `ipc://` socket, and plain memcpy bandwidth, in one run.
 //!
 //! `cargo bench -p chronos-ipc --bench ring`
-//! The consumer is a separate process (chronos-ipc-peer) that reads every
-//! byte of every record, as a hasher would.
+//! The consumer is a separate process (chronos-ipc-peer) that touches every
+//! cache line of every record, as a hasher would. It lingers 20 µs after
+//! each wake-up before polling (`Consumer::wait_linger`, the setting for
+//! throughput-minded readers); `records_no_linger` shows it without.
 
 use std::io::Write as _;
 use std::process::{Child, Command};
@@ -27,15 +29,15 @@ fn far() -> Instant {
 fn ring_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("ring_cross_process");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
-    for size in SIZES {
-        let name = format!("bench-{}-{size}", std::process::id());
+    for (label, size, linger) in [("records", 150, "20"), ("records", 4096, "20"), ("records_no_linger", 150, "0")] {
+        let name = format!("bench-{}-{size}-{linger}", std::process::id());
         let _ = ring::remove_stale(&name);
         ring::create(&name, 64 << 20, 1 << 20).expect("create ring");
-        let mut consumer = peer(&["drain", &name]);
+        let mut consumer = peer(&["drain", &name, linger]);
         let mut p = Producer::attach(&name).expect("attach");
         let payload = vec![0xa5u8; size];
         g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("records", size), |b| {
+        g.bench_function(BenchmarkId::new(label, size), |b| {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
@@ -63,7 +65,7 @@ fn fanout_bench(c: &mut Criterion) {
     for n in &names {
         let _ = ring::remove_stale(n);
         ring::create(n, 64 << 20, 1 << 20).expect("create ring");
-        consumers.push(peer(&["drain", n]));
+        consumers.push(peer(&["drain", n, "20"]));
     }
     let mut d = Distributor::new(names.iter().map(|n| Producer::attach(n).expect("attach")).collect());
     let payload = vec![0xa5u8; size];
@@ -170,6 +172,58 @@ fn nng_sync_bench(c: &mut Criterion) {
     g.finish();
 }
 
+/// Round trip of one 16-byte record to another process and back: the cost
+/// of waking a sleeping reader, by futex (no polling), by futex after a
+/// short poll (the default), and by an nng message.
+fn wake_bench(c: &mut Criterion) {
+    use chronos_ipc::nng_sync::SyncSocket;
+    use chronos_ipc::ring::Consumer;
+    let mut g = c.benchmark_group("wake_round_trip");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let msg = [7u8; 16];
+    for (label, spin_us) in [("ring_futex_only", 0u64), ("ring_poll_50us_then_futex", 50)] {
+        let id = std::process::id();
+        let (a, b) = (format!("bench-{id}-ping-{spin_us}"), format!("bench-{id}-pong-{spin_us}"));
+        for n in [&a, &b] {
+            let _ = ring::remove_stale(n);
+            ring::create(n, 1 << 20, 4096).expect("create");
+        }
+        let mut echo = peer(&["echo", &a, &b, &spin_us.to_string()]);
+        let mut p = Producer::attach(&a).expect("attach");
+        let mut c = Consumer::attach(&b).expect("attach");
+        let spin = Duration::from_micros(spin_us);
+        g.bench_function(label, |bench| {
+            bench.iter(|| {
+                p.push(1, &msg, far()).expect("push");
+                assert!(c.wait_spin(Some(far()), spin).expect("wait"));
+                assert_eq!(c.poll(1).expect("poll").len(), 1);
+                c.release();
+            })
+        });
+        p.push(STOP, b"", far()).expect("stop");
+        echo.wait().expect("echo exit");
+        drop((p, c));
+        for n in [&a, &b] {
+            let _ = ring::remove(n);
+        }
+    }
+    let dir = std::env::temp_dir();
+    let out = format!("ipc://{}/chronos-bench-echo-{}.out", dir.display(), std::process::id());
+    let back = format!("ipc://{}/chronos-bench-echo-{}.back", dir.display(), std::process::id());
+    let push = SyncSocket::push_listen(&out).expect("listen");
+    let pull = SyncSocket::pull_listen(&back).expect("listen");
+    let mut echo = peer(&["nng-echo", &out, &back]);
+    g.bench_function("nng_ipc_blocking", |bench| {
+        bench.iter(|| {
+            push.send(&msg).expect("send");
+            pull.recv(|m| assert_eq!(m.len(), 16)).expect("recv");
+        })
+    });
+    push.send(b"").expect("quit");
+    echo.wait().expect("echo exit");
+    g.finish();
+}
+
 fn memcpy_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("memcpy");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -186,5 +240,5 @@ fn memcpy_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring_bench, fanout_bench, nng_bench, nng_sync_bench, memcpy_bench);
+criterion_group!(benches, ring_bench, fanout_bench, nng_bench, nng_sync_bench, wake_bench, memcpy_bench);
 criterion_main!(benches);

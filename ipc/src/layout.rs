@@ -79,30 +79,40 @@ pub(crate) struct Header {
     pub max_record: u64,
     _pad0: [u64; 4],
 
-    // Producer's line.
+    // Producer's line: written on every commit, read by nobody in steady
+    // state (only by a restarting producer).
     /// Position after the last record the producer has committed, as far as
     /// it got to record it. A restarted producer scans forward from here.
     pub tail_hint: AtomicU64,
     /// Seq of the next record, stored before `tail_hint` (see `core`).
     pub seq_hint: AtomicU64,
-    /// 1 while the producer sleeps for space (pairs with the consumer's
-    /// fence + load in `release`).
-    pub writer_sleeping: AtomicU32,
-    /// Futex the consumer bumps to wake a producer sleeping for space.
-    pub space_bell: AtomicU32,
-    _pad1: [u64; 5],
+    _pad1: [u64; 6],
 
-    // Consumer's line.
+    // Consumer's line: written on every release, read by the producer only
+    // when its cached copy says the ring is full.
     /// Everything below this position is consumed; the producer may reuse
     /// it. Stored with Release by the consumer, loaded with Acquire by the
     /// producer (so the consumer's reads happen before the reuse).
     pub head: AtomicU64,
+    _pad2: [u64; 7],
+
+    // The reader's sleep flag: read by the producer after every commit,
+    // written by the consumer only when it goes to sleep or wakes. On its
+    // own line so that neither side's hot writes bounce it.
     /// 1 while the consumer sleeps for data (pairs with the producer's
     /// fence + load in `commit`).
     pub reader_sleeping: AtomicU32,
     /// Futex the producer bumps to wake a consumer sleeping for data.
     pub data_bell: AtomicU32,
-    _pad2: [u64; 6],
+    _pad3: [u64; 7],
+
+    // The writer's sleep flag: read by the consumer after every release.
+    /// 1 while the producer sleeps for space (pairs with the consumer's
+    /// fence + load in `release`).
+    pub writer_sleeping: AtomicU32,
+    /// Futex the consumer bumps to wake a producer sleeping for space.
+    pub space_bell: AtomicU32,
+    _pad4: [u64; 7],
 }
 
 impl Header {
@@ -118,19 +128,23 @@ impl Header {
             _pad0: [0; 4],
             tail_hint: AtomicU64::new(0),
             seq_hint: AtomicU64::new(0),
-            writer_sleeping: AtomicU32::new(0),
-            space_bell: AtomicU32::new(0),
-            _pad1: [0; 5],
+            _pad1: [0; 6],
             head: AtomicU64::new(0),
+            _pad2: [0; 7],
             reader_sleeping: AtomicU32::new(0),
             data_bell: AtomicU32::new(0),
-            _pad2: [0; 6],
+            _pad3: [0; 7],
+            writer_sleeping: AtomicU32::new(0),
+            space_bell: AtomicU32::new(0),
+            _pad4: [0; 7],
         }
     }
 }
 
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::size_of::<Header>() as u64 <= HEADER_LEN);
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::offset_of!(Header, head) == 128);
 
 /// Space a record of `len` payload bytes takes.
 pub(crate) fn record_size(len: u64) -> u64 {

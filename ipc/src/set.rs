@@ -58,6 +58,9 @@ impl RingSet {
 
     /// Sleeps until any ring has a record or `deadline`; true if one has.
     pub fn wait(&mut self, deadline: Option<Instant>) -> Result<bool, RingError> {
+        if crate::ring::spin_until(crate::ring::SPIN, || self.any_ready())? {
+            return Ok(true);
+        }
         loop {
             if self.any_ready()? {
                 return Ok(true);

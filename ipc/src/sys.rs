@@ -107,19 +107,17 @@ impl Segment {
         let grace = Duration::from_millis(50);
         let (header, size) = loop {
             let size = fstat(&fd).map_err(RingError::os(format!("fstat ring {name}")))?.st_size as u64;
-            let ready = size >= HEADER_LEN && {
+            if size >= HEADER_LEN {
                 let header = map_header(&fd, name)?;
                 // SAFETY: the mapping is HEADER_LEN bytes and page aligned;
-                // `state` is an atomic, so the concurrent store by a creator is
-                // not a data race.
+                // `state` is an atomic, so a creator's concurrent store is not
+                // a data race.
                 let state = unsafe { &(*header.as_ptr().cast::<Header>()).state };
                 // Acquire pairs with the Release store in `create`.
                 if state.load(Ordering::Acquire) == STATE_READY {
                     break (header, size);
                 }
-                false
-            };
-            debug_assert!(!ready);
+            }
             let creator_alive =
                 lock_holder(&fd, LOCK_CREATOR).map_err(RingError::os("checking the creator lock"))?.is_some();
             let now = Instant::now();

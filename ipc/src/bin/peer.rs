@@ -4,7 +4,9 @@
 //! ```text
 //! chronos-ipc-peer produce <ring> <count> [--slow] [--stop]
 //! chronos-ipc-peer consume <ring>
-//! chronos-ipc-peer drain <ring>
+//! chronos-ipc-peer drain <ring> <linger-µs>
+//! chronos-ipc-peer echo <in-ring> <out-ring> <spin-µs>
+//! chronos-ipc-peer nng-echo <pull-url> <push-url>
 //! chronos-ipc-peer nng-pull <pull-url> <done-url>
 //! chronos-ipc-peer nng-sync-pull <pull-url> <done-url>
 //! chronos-ipc-peer control-send <url> <acks>
@@ -102,11 +104,11 @@ fn consume(ring: &str) -> i32 {
     }
 }
 
-fn drain(ring: &str) {
+fn drain(ring: &str, linger: Duration) {
     let mut c = Consumer::attach(ring).unwrap();
     let mut fold = 0u64;
     loop {
-        c.wait(None).unwrap();
+        c.wait_linger(None, linger).unwrap();
         let batch = c.poll(1024).unwrap();
         for r in batch.iter() {
             if r.tag == STOP {
@@ -117,6 +119,37 @@ fn drain(ring: &str) {
             fold = r.payload.chunks(8).fold(fold, |a, c| a.rotate_left(5) ^ u64::from(c[0]) ^ (c.len() as u64));
         }
         c.release();
+    }
+}
+
+/// Sends every record of `input` back on `output` until STOP.
+fn echo(input: &str, output: &str, spin: Duration) {
+    let mut c = Consumer::attach(input).unwrap();
+    let mut p = Producer::attach(output).unwrap();
+    loop {
+        c.wait_spin(None, spin).unwrap();
+        let batch = c.poll(64).unwrap();
+        for r in batch.iter() {
+            if r.tag == STOP {
+                return;
+            }
+            p.push(r.tag, r.payload, Instant::now() + Duration::from_secs(60)).unwrap();
+        }
+        c.release();
+    }
+}
+
+/// Sends every message back until an empty one.
+fn nng_echo(pull_url: &str, push_url: &str) {
+    use chronos_ipc::nng_sync::SyncSocket;
+    let pull = SyncSocket::pull_dial(pull_url).unwrap();
+    let push = SyncSocket::push_dial(push_url).unwrap();
+    loop {
+        let m = pull.recv(<[u8]>::to_vec).unwrap();
+        if m.is_empty() {
+            return;
+        }
+        push.send(&m).unwrap();
     }
 }
 
@@ -196,12 +229,20 @@ fn main() {
             0
         }
         ["consume", ring] => consume(ring),
-        ["drain", ring] => {
-            drain(ring);
+        ["drain", ring, linger] => {
+            drain(ring, Duration::from_micros(linger.parse().unwrap()));
             0
         }
         ["control-send", url, acks] => {
             control_send(url, acks.parse().unwrap());
+            0
+        }
+        ["echo", input, output, spin] => {
+            echo(input, output, Duration::from_micros(spin.parse().unwrap()));
+            0
+        }
+        ["nng-echo", pull, push] => {
+            nng_echo(pull, push);
             0
         }
         ["nng-sync-pull", pull, done] => {
