@@ -97,6 +97,24 @@ fn push(mem: &LoomMem, cur: &mut ProducerCursor, len: usize) {
     core::commit(mem, cur, res);
 }
 
+/// Consumes the record at `pos` once it is committed: checks its seq and
+/// payload (of `len` bytes), releases it, and returns the next position.
+/// A forged or corrupt record fails the test.
+fn consume(mem: &LoomMem, pos: u64, seq: u64, len: u32) -> u64 {
+    let rec = loop {
+        match core::peek(mem, pos) {
+            Ok(Some(r)) => break r,
+            Ok(None) => loom::thread::yield_now(),
+            Err(e) => panic!("forged or corrupt record at {pos}: {e}"),
+        }
+    };
+    assert_eq!((rec.seq, rec.len, rec.tag), (seq, len, 7), "record at {pos}");
+    assert_eq!(mem.read_payload(rec.payload_off(mem.capacity), len as usize), payload(seq, len as usize));
+    let next = pos + rec.size;
+    core::release(mem, next);
+    next
+}
+
 #[test]
 fn loom_records_arrive_whole_in_order_and_space_is_reused_safely() {
     loom::model(|| {
@@ -114,16 +132,7 @@ fn loom_records_arrive_whole_in_order_and_space_is_reused_safely() {
         };
         let mut pos = 0;
         for seq in 0..3 {
-            let rec = loop {
-                match core::peek(&*mem, pos).unwrap() {
-                    Some(r) => break r,
-                    None => loom::thread::yield_now(),
-                }
-            };
-            assert_eq!((rec.seq, rec.len, rec.tag), (seq, 16, 7));
-            assert_eq!(mem.read_payload(rec.payload_off(64), 16), payload(seq, 16));
-            pos += rec.size;
-            core::release(&*mem, pos);
+            pos = consume(&mem, pos, seq, 16);
         }
         producer.join().unwrap();
     });
@@ -162,16 +171,7 @@ fn loom_a_restarted_producer_continues_while_the_consumer_reads() {
             loom::thread::spawn(move || {
                 let mut pos = 0;
                 for seq in 0..3 {
-                    let rec = loop {
-                        match core::peek(&*mem, pos).unwrap() {
-                            Some(r) => break r,
-                            None => loom::thread::yield_now(),
-                        }
-                    };
-                    assert_eq!(rec.seq, seq);
-                    assert_eq!(mem.read_payload(rec.payload_off(128), 8), payload(seq, 8));
-                    pos += rec.size;
-                    core::release(&*mem, pos);
+                    pos = consume(&mem, pos, seq, 8);
                 }
             })
         };
@@ -215,17 +215,7 @@ fn loom_stale_bytes_never_pass_for_a_commit_stamp() {
         };
         let mut pos = 0;
         for seq in 0..2 {
-            let rec = loop {
-                match core::peek(&*mem, pos) {
-                    Ok(Some(r)) => break r,
-                    Ok(None) => loom::thread::yield_now(),
-                    Err(e) => panic!("forged record seen: {e}"),
-                }
-            };
-            assert_eq!((rec.seq, rec.len), (seq, 8), "forged record seen at {pos}");
-            assert_eq!(mem.read_payload(rec.payload_off(128), 8), payload(seq, 8));
-            pos += rec.size;
-            core::release(&*mem, pos);
+            pos = consume(&mem, pos, seq, 8);
         }
         producer.join().unwrap();
     });

@@ -458,7 +458,7 @@ impl Consumer {
     /// next poll takes a batch instead of following the producer record by
     /// record. Following closely makes both processes fight over the same
     /// cache lines; on the benchmark machine a 20 µs linger took a
-    /// consumer of 150-byte records from 3.6-8.6 M to 15-16 M records/s
+    /// consumer of 150-byte records from 3.6-8.6 M to 15-17 M records/s
     /// (BENCHMARKS.md). For throughput-minded readers such as hashers;
     /// latency-minded ones use `wait`.
     pub fn wait_linger(&mut self, deadline: Option<Instant>, linger: Duration) -> Result<bool, RingError> {
