@@ -278,7 +278,7 @@ impl PgCluster {
         cluster.install.give(&cluster.base)?;
         let mut last = None;
         for _ in 0..5 {
-            match cluster.launch() {
+            match cluster.launch(None) {
                 Ok(()) => return Ok(cluster),
                 // Another process took the port between our probe and bind.
                 Err(HarnessError::Start { log, .. }) if log.contains("could not bind") => last = Some(log),
@@ -288,10 +288,18 @@ impl PgCluster {
         Err(HarnessError::Start { reason: "no free port after 5 attempts".into(), log: last.unwrap_or_default() })
     }
 
-    fn launch(&mut self) -> Result<(), HarnessError> {
-        self.port = free_port()?;
+    /// Starts the server, on `port` or a free one.
+    fn launch(&mut self, port: Option<u16>) -> Result<(), HarnessError> {
+        self.port = match port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let log_path = self.base.join("postgres.log");
-        let log = File::create(&log_path).map_err(io("creating postgres.log"))?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io("opening postgres.log"))?;
         self.install.give(&log_path)?;
         let mut cmd = Command::new("setpriv");
         if let Some(u) = &self.install.run_as {
@@ -391,6 +399,46 @@ impl PgCluster {
         );
         self.psql("postgres", &format!("CREATE DATABASE {name}"))?;
         Ok(self.url(name))
+    }
+
+    /// Crashes the server the way a power cut looks to PostgreSQL:
+    /// immediate shutdown (SIGQUIT), no checkpoint. The next start runs
+    /// crash recovery, which empties every UNLOGGED table.
+    pub fn crash(&mut self) -> Result<(), HarnessError> {
+        let Some(mut child) = self.server.take() else { return Ok(()) };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGQUIT);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if child.try_wait().map_err(io("waiting for the crashed server"))?.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(());
+            }
+            sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts the server again, on the same port, after [`PgCluster::crash`]
+    /// (or stops it cleanly first if it runs).
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.stop();
+        let port = self.port;
+        let mut last = None;
+        // The port was ours a moment ago; retry briefly if the kernel holds it.
+        for _ in 0..50 {
+            match self.launch(Some(port)) {
+                Ok(()) => return Ok(()),
+                Err(HarnessError::Start { log, .. }) if log.contains("could not bind") => {
+                    last = Some(log);
+                    sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(HarnessError::Start { reason: format!("port {port} stayed busy"), log: last.unwrap_or_default() })
     }
 
     /// Stops the server (fast shutdown, then SIGKILL after 30 s).

@@ -9,7 +9,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
 
-async fn connect(url: &str) -> Client {
+pub(crate) async fn connect(url: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -129,4 +129,169 @@ async fn changed_or_newer_schemas_are_refused() {
     let e = schema::migrate(&mut c).await.unwrap_err();
     assert!(matches!(e, SchemaError::NewerSchema { found: 999, .. }), "{e}");
     assert!(e.to_string().contains("upgrade chronos"));
+}
+
+mod store {
+    //! Committing batches and rebuilding `logs` after a PostgreSQL crash.
+
+    use chronos_ledger::chain::{BatchHeader, ChainHead, TimeNs, TimeSource, TrustedTime};
+    use chronos_ledger::{Hash, HashAlg, TreeHasher, tree};
+    use chronos_pg_harness::TestDb;
+    use chronos_vault_writer::payload::EventRef;
+    use chronos_vault_writer::schema;
+    use chronos_vault_writer::store::{BatchRecord, PARTITION_LEAVES, Vault, VaultError};
+
+    use super::connect;
+
+    /// Events of varied sizes up to 64 KiB, some with claimed times.
+    fn events(seed: u64, n: usize) -> Vec<(Vec<u8>, Option<i64>)> {
+        (0..n)
+            .map(|i| {
+                let k = seed * 1000 + i as u64;
+                let pad = "x".repeat(((k * 7919) % 65_000) as usize);
+                let time = k.is_multiple_of(3).then_some(1_763_700_000_000_000_000 + k as i64);
+                (format!("{{\"k\":{k},\"pad\":\"{pad}\"}}").into_bytes(), time)
+            })
+            .collect()
+    }
+
+    fn record<'a>(
+        h: &TreeHasher,
+        head: &mut ChainHead,
+        first_leaf: u64,
+        evs: &'a [(Vec<u8>, Option<i64>)],
+    ) -> BatchRecord<'a> {
+        let leaf_hashes: Vec<Hash> = evs.iter().map(|(e, _)| h.leaf(e)).collect();
+        let header = BatchHeader {
+            seq: head.seq + 1,
+            first_leaf,
+            leaf_count: evs.len() as u64,
+            root: tree::root(h, &leaf_hashes),
+            time: TrustedTime { time: TimeNs(1_763_700_000_000_000_000), uncertainty_ns: 0, source: TimeSource::local() },
+        };
+        if first_leaf == head.size {
+            *head = head.next(h, &header).unwrap();
+        }
+        BatchRecord {
+            chain: head.hash,
+            header,
+            events: evs.iter().map(|(e, t)| EventRef { bytes: e, claimed_time_ns: *t }).collect(),
+            leaf_hashes,
+        }
+    }
+
+    async fn logs(vault: &mut Vault) -> Vec<(i64, i64, Vec<u8>, Vec<u8>, bool)> {
+        let rows = vault
+            .client()
+            .query("SELECT leaf_index, batch_seq, leaf_hash, event, claimed_time IS NOT NULL FROM logs ORDER BY leaf_index", &[])
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect()
+    }
+
+    #[tokio::test]
+    async fn committed_batches_survive_a_postgresql_crash_and_logs_are_rebuilt() {
+        let mut db = TestDb::new("vaultcrash");
+        let mut c = connect(&db.url).await;
+        schema::migrate(&mut c).await.unwrap();
+        let mut vault = Vault::new(c);
+        let h = TreeHasher::unkeyed(HashAlg::Blake3);
+        let mut head = ChainHead::genesis(&h, "example.com/vault");
+        let sets: Vec<_> = (0..4).map(|s| events(s, 40 + 10 * s as usize)).collect();
+        let mut first = 0;
+        for set in &sets {
+            let rec = record(&h, &mut head, first, set);
+            first += set.len() as u64;
+            vault.commit(&[rec]).await.unwrap();
+        }
+        let before = logs(&mut vault).await;
+        assert_eq!(before.len() as u64, first);
+        let all: Vec<&Vec<u8>> = sets.iter().flatten().map(|(e, _)| e).collect();
+        for (i, row) in before.iter().enumerate() {
+            assert_eq!((row.0 as usize, &row.3), (i, all[i]), "byte-exact, in order");
+            assert_eq!(row.2, h.leaf(all[i]).0.to_vec());
+        }
+        assert!(!vault.logs_need_rebuild().await.unwrap());
+
+        // PostgreSQL crashes: the UNLOGGED table comes back empty.
+        db.cluster.crash().unwrap();
+        db.cluster.restart().unwrap();
+        let mut vault = Vault::new(connect(&db.url).await);
+        assert_eq!(vault.ends().await.unwrap(), (first, 0));
+        assert!(vault.logs_need_rebuild().await.unwrap());
+        let mut seen = Vec::new();
+        let done = vault.rebuild_logs(&h, |p| seen.push(p)).await.unwrap();
+        assert_eq!((done.batches_done, done.batches_total, done.leaves_done), (4, 4, first));
+        assert!(!seen.is_empty(), "progress was reported");
+        assert_eq!(logs(&mut vault).await, before, "rebuilt byte for byte");
+        assert!(!vault.logs_need_rebuild().await.unwrap());
+        // Running it again finds nothing to do.
+        assert_eq!(vault.rebuild_logs(&h, |_| {}).await.unwrap().batches_total, 0);
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_refuses_a_payload_that_does_not_match_its_root() {
+        let db = TestDb::new("vaulttamper");
+        let mut c = connect(&db.url).await;
+        schema::migrate(&mut c).await.unwrap();
+        let mut vault = Vault::new(c);
+        let h = TreeHasher::unkeyed(HashAlg::Sha256);
+        let mut head = ChainHead::genesis(&h, "example.com/vault");
+        let (a, b) = (events(1, 5), events(2, 5));
+        vault.commit(&[record(&h, &mut head, 0, &a), record(&h, &mut head, 5, &b)]).await.unwrap();
+        // Someone swaps batch 2's payload for batch 1's, and logs is empty.
+        let c = vault.client();
+        c.batch_execute("UPDATE batches SET payload = (SELECT payload FROM batches WHERE seq = 1) WHERE seq = 2; TRUNCATE logs")
+            .await
+            .unwrap();
+        let e = vault.rebuild_logs(&h, |_| {}).await.unwrap_err();
+        assert!(matches!(e, VaultError::Corrupt { seq: 2, .. }), "{e}");
+        assert!(e.to_string().contains("does not hash to its stored root"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_crosses_a_partition_boundary_creates_the_next_partition() {
+        let db = TestDb::new("vaultpart");
+        let mut c = connect(&db.url).await;
+        schema::migrate(&mut c).await.unwrap();
+        let mut vault = Vault::new(c);
+        let h = TreeHasher::unkeyed(HashAlg::Blake3);
+        let mut head = ChainHead::genesis(&h, "example.com/vault");
+        let evs = events(3, 4);
+        vault.commit(&[record(&h, &mut head, PARTITION_LEAVES - 2, &evs)]).await.unwrap();
+        let parts = vault
+            .client()
+            .query("SELECT tableoid::regclass::text, count(*) FROM logs GROUP BY 1 ORDER BY 1", &[])
+            .await
+            .unwrap();
+        let got: Vec<(String, i64)> = parts.iter().map(|r| (r.get(0), r.get(1))).collect();
+        assert_eq!(got, vec![("logs_p0".to_owned(), 2), ("logs_p1".to_owned(), 2)]);
+        let persistence: String = vault
+            .client()
+            .query_one("SELECT relpersistence::text FROM pg_class WHERE relname = 'logs_p1'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(persistence, "u");
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_stores_nothing() {
+        let db = TestDb::new("vaultatomic");
+        let mut c = connect(&db.url).await;
+        schema::migrate(&mut c).await.unwrap();
+        let mut vault = Vault::new(c);
+        let h = TreeHasher::unkeyed(HashAlg::Blake3);
+        let mut head = ChainHead::genesis(&h, "example.com/vault");
+        let (a, b) = (events(4, 3), events(5, 3));
+        vault.commit(&[record(&h, &mut head, 0, &a)]).await.unwrap();
+        // A second flush whose second batch reuses seq 1: the primary key
+        // refuses it, and the first batch of the flush must not stay either.
+        let mut dup_head = head;
+        let good = record(&h, &mut dup_head, 3, &b);
+        let mut bad = record(&h, &mut dup_head, 6, &a);
+        bad.header.seq = 1;
+        assert!(matches!(vault.commit(&[good, bad]).await, Err(VaultError::Database(_))));
+        assert_eq!(vault.ends().await.unwrap(), (3, 3));
+    }
 }

@@ -1,0 +1,276 @@
+//! Writing batches into PostgreSQL, and rebuilding the UNLOGGED `logs`
+//! table from the logged `batches` table after a PostgreSQL crash.
+//!
+//! Durability contract: when [`Vault::commit`] returns `Ok`, the batches'
+//! rows in `batches` are committed (WAL-logged and, with PostgreSQL's
+//! default `synchronous_commit`, flushed), so they survive any crash; their
+//! `logs` rows survive everything but a PostgreSQL crash, after which
+//! [`Vault::rebuild_logs`] restores them from `batches`. When it returns
+//! `Err`, nothing of the call was committed: every flush is one transaction.
+
+use std::pin::pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chronos_ledger::{BatchHeader, Hash, TreeHasher, tree};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Transaction};
+
+use crate::payload::{self, CODEC_ZSTD_V1, EventRef};
+
+/// Leaves per partition of `logs` (2^26, as in migration 1).
+pub const PARTITION_LEAVES: u64 = 1 << 26;
+/// Largest decoded payload accepted when reading batches back.
+pub const MAX_PAYLOAD: usize = 256 << 20;
+
+/// Why the vault could not do its job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultError {
+    /// PostgreSQL failed or is unreachable; nothing of this call was
+    /// committed. Retry with backoff (ingest answers 503 meanwhile).
+    #[error("database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// A value does not fit the schema (a u64 above 2^63-1).
+    #[error("value out of range for PostgreSQL: {0}")]
+    Range(String),
+    /// Stored data contradicts itself: stop and alert (tampering or a bug).
+    #[error("corrupt batch {seq}: {reason}")]
+    Corrupt { seq: u64, reason: String },
+}
+
+/// One batch to store: its chained header, chain value, events and their
+/// leaf hashes (computed by the hasher).
+#[derive(Debug, Clone)]
+pub struct BatchRecord<'a> {
+    pub header: BatchHeader,
+    pub chain: Hash,
+    pub events: Vec<EventRef<'a>>,
+    pub leaf_hashes: Vec<Hash>,
+}
+
+fn i64_of(what: &str, v: u64) -> Result<i64, VaultError> {
+    i64::try_from(v).map_err(|_| VaultError::Range(format!("{what} = {v}")))
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    let d = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 { UNIX_EPOCH + d } else { UNIX_EPOCH - d }
+}
+
+/// Progress of a rebuild, reported after each chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildProgress {
+    pub batches_done: u64,
+    pub batches_total: u64,
+    pub leaves_done: u64,
+}
+
+/// The vault: a PostgreSQL connection with the schema migrated.
+#[derive(Debug)]
+pub struct Vault {
+    client: Client,
+    /// Partitions of `logs` are known to exist below this leaf index.
+    partitions_upto: u64,
+}
+
+impl Vault {
+    /// Wraps a connection whose schema is migrated.
+    pub fn new(client: Client) -> Vault {
+        Vault { client, partitions_upto: 0 }
+    }
+
+    /// The connection.
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// Commits batches in one transaction: their `batches` rows with the
+    /// canonical payload, and their `logs` rows, both by binary COPY.
+    pub async fn commit(&mut self, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
+        let Some(last) = batches.last() else { return Ok(()) };
+        let end = last.header.end_leaf().ok_or_else(|| VaultError::Range("leaf index overflow".into()))?;
+        let tx = self.client.transaction().await?;
+        let upto = ensure_partitions(&tx, self.partitions_upto, end).await?;
+        copy_batches(&tx, batches).await?;
+        copy_logs(&tx, batches.iter().flat_map(|b| rows_of(b))).await?;
+        // If we crash here, before the commit, PostgreSQL discards all of it;
+        // the caller has acknowledged nothing yet and sends it again.
+        tx.commit().await?;
+        self.partitions_upto = upto;
+        Ok(())
+    }
+
+    /// The leaf index after the last stored batch, and the one after the
+    /// last row of `logs` (they differ after a PostgreSQL crash emptied it).
+    pub async fn ends(&mut self) -> Result<(u64, u64), VaultError> {
+        let last = self.client.query_opt("SELECT first_leaf + leaf_count FROM batches ORDER BY seq DESC LIMIT 1", &[]).await?;
+        let batches_end = last.map_or(0, |row| row.get::<_, i64>(0) as u64);
+        let logs_end: Option<i64> = self.client.query_one("SELECT max(leaf_index) + 1 FROM logs", &[]).await?.get(0);
+        Ok((batches_end, logs_end.map_or(0, |v| v as u64)))
+    }
+
+    /// Whether `logs` lacks rows that `batches` holds.
+    pub async fn logs_need_rebuild(&mut self) -> Result<bool, VaultError> {
+        let (b, l) = self.ends().await?;
+        Ok(l < b)
+    }
+
+    /// Restores the `logs` rows of every batch past the end of `logs`, from
+    /// the canonical payloads, checking each batch's root on the way. Works
+    /// in chunks of batches, each its own transaction, calling `progress`
+    /// after each; safe to interrupt and run again.
+    pub async fn rebuild_logs(
+        &mut self,
+        hasher: &TreeHasher,
+        mut progress: impl FnMut(RebuildProgress),
+    ) -> Result<RebuildProgress, VaultError> {
+        let (_, logs_end) = self.ends().await?;
+        let from = i64_of("leaf", logs_end)?;
+        let total: i64 = self.client.query_one("SELECT count(*) FROM batches WHERE first_leaf >= $1", &[&from]).await?.get(0);
+        let mut done = RebuildProgress { batches_done: 0, batches_total: total as u64, leaves_done: 0 };
+        let mut after_seq: i64 = self
+            .client
+            .query_one("SELECT coalesce(max(seq), 0) FROM batches WHERE first_leaf < $1", &[&from])
+            .await?
+            .get(0);
+        loop {
+            let rows = self
+                .client
+                .query(
+                    "SELECT seq, first_leaf, leaf_count, root, payload_codec, payload FROM batches \
+                     WHERE seq > $1 ORDER BY seq LIMIT 64",
+                    &[&after_seq],
+                )
+                .await?;
+            if rows.is_empty() {
+                return Ok(done);
+            }
+            let mut chunk: Vec<(i64, i64, Vec<payload::Event>, Vec<Hash>)> = Vec::with_capacity(rows.len());
+            let mut end = 0u64;
+            for row in &rows {
+                let (seq, first, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+                let corrupt = |reason: String| VaultError::Corrupt { seq: seq as u64, reason };
+                let events = payload::decode(row.get(4), row.get::<_, &[u8]>(5), count as u64, MAX_PAYLOAD)
+                    .map_err(|e| corrupt(e.to_string()))?;
+                let leaves: Vec<Hash> = events.iter().map(|e| hasher.leaf(&e.bytes)).collect();
+                let root = Hash::from_slice(row.get::<_, &[u8]>(3)).ok_or_else(|| corrupt("root is not 32 bytes".into()))?;
+                if tree::root(hasher, &leaves) != root {
+                    return Err(corrupt("its payload does not hash to its stored root".into()));
+                }
+                end = (first + count) as u64;
+                chunk.push((seq, first, events, leaves));
+                after_seq = seq;
+            }
+            let tx = self.client.transaction().await?;
+            self.partitions_upto = ensure_partitions(&tx, self.partitions_upto, end).await?;
+            let rows = chunk.iter().flat_map(|(seq, first, events, leaves)| {
+                events.iter().zip(leaves).enumerate().map(move |(i, (e, h))| LogRow {
+                    leaf_index: first + i as i64,
+                    batch_seq: *seq,
+                    claimed_time_ns: e.claimed_time_ns,
+                    leaf_hash: *h,
+                    event: &e.bytes,
+                })
+            });
+            copy_logs(&tx, rows).await?;
+            tx.commit().await?;
+            done.batches_done += chunk.len() as u64;
+            done.leaves_done += chunk.iter().map(|c| c.2.len() as u64).sum::<u64>();
+            progress(done);
+        }
+    }
+}
+
+/// Creates the UNLOGGED partitions of `logs` needed below leaf `end`.
+async fn ensure_partitions(tx: &Transaction<'_>, known: u64, end: u64) -> Result<u64, VaultError> {
+    let mut upto = known;
+    while upto < end {
+        let n = upto / PARTITION_LEAVES;
+        let (lo, hi) = (n * PARTITION_LEAVES, (n + 1) * PARTITION_LEAVES);
+        tx.batch_execute(&format!(
+            "CREATE UNLOGGED TABLE IF NOT EXISTS logs_p{n} PARTITION OF logs FOR VALUES FROM ({lo}) TO ({hi})"
+        ))
+        .await?;
+        upto = hi;
+    }
+    Ok(upto)
+}
+
+struct LogRow<'a> {
+    leaf_index: i64,
+    batch_seq: i64,
+    claimed_time_ns: Option<i64>,
+    leaf_hash: Hash,
+    event: &'a [u8],
+}
+
+fn rows_of<'a>(b: &'a BatchRecord<'a>) -> impl Iterator<Item = LogRow<'a>> + 'a {
+    // Lengths were checked against leaf_count in copy_batches.
+    b.events.iter().zip(&b.leaf_hashes).enumerate().map(move |(i, (e, h))| LogRow {
+        leaf_index: b.header.first_leaf as i64 + i as i64,
+        batch_seq: b.header.seq as i64,
+        claimed_time_ns: e.claimed_time_ns,
+        leaf_hash: *h,
+        event: e.bytes,
+    })
+}
+
+async fn copy_batches(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
+    let sink = tx
+        .copy_in(
+            "COPY batches (seq, first_leaf, leaf_count, root, chain, time_ns, uncertainty_ns, time_source, \
+             payload_codec, payload) FROM STDIN BINARY",
+        )
+        .await?;
+    let types = [
+        Type::INT8,
+        Type::INT8,
+        Type::INT8,
+        Type::BYTEA,
+        Type::BYTEA,
+        Type::INT8,
+        Type::INT8,
+        Type::TEXT,
+        Type::INT2,
+        Type::BYTEA,
+    ];
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
+    for b in batches {
+        let h = &b.header;
+        if b.events.len() as u64 != h.leaf_count || b.leaf_hashes.len() as u64 != h.leaf_count {
+            return Err(VaultError::Corrupt {
+                seq: h.seq,
+                reason: format!("{} events and {} hashes for {} leaves", b.events.len(), b.leaf_hashes.len(), h.leaf_count),
+            });
+        }
+        let payload = payload::encode(&b.events);
+        let row: [&(dyn ToSql + Sync); 10] = [
+            &i64_of("seq", h.seq)?,
+            &i64_of("first_leaf", h.first_leaf)?,
+            &i64_of("leaf_count", h.leaf_count)?,
+            &h.root.0.as_slice(),
+            &b.chain.0.as_slice(),
+            &i64_of("time_ns", h.time.time.0)?,
+            &i64_of("uncertainty_ns", h.time.uncertainty_ns)?,
+            &h.time.source.as_str(),
+            &CODEC_ZSTD_V1,
+            &payload.as_slice(),
+        ];
+        w.as_mut().write(&row).await?;
+    }
+    w.finish().await?;
+    Ok(())
+}
+
+async fn copy_logs<'a>(tx: &Transaction<'_>, rows: impl Iterator<Item = LogRow<'a>>) -> Result<(), VaultError> {
+    let sink = tx.copy_in("COPY logs (leaf_index, batch_seq, claimed_time, leaf_hash, event) FROM STDIN BINARY").await?;
+    let types = [Type::INT8, Type::INT8, Type::TIMESTAMPTZ, Type::BYTEA, Type::BYTEA];
+    let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
+    for r in rows {
+        let claimed = r.claimed_time_ns.map(system_time);
+        w.as_mut().write(&[&r.leaf_index, &r.batch_seq, &claimed, &r.leaf_hash.0.as_slice(), &r.event]).await?;
+    }
+    w.finish().await?;
+    Ok(())
+}
