@@ -95,6 +95,12 @@ impl CompactRange {
         frontier_ids(0, self.size)
     }
 
+    /// The node ids of the frontier of a tree of `size` leaves (what to read
+    /// from storage to restore it with [`CompactRange::from_parts`]).
+    pub fn node_ids_for(size: u64) -> Vec<NodeId> {
+        frontier_ids(0, size)
+    }
+
     /// Appends one leaf hash. `visit` is called for every perfect node this
     /// completes (the leaf itself at level 0, then each new parent), so that
     /// a store can persist them.

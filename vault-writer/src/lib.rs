@@ -5,7 +5,8 @@
 //! * [`payload`]: the canonical, compressed payload of a batch, from which
 //!   the UNLOGGED `logs` table can always be rebuilt;
 //! * [`store`]: committing batches in one transaction by binary COPY, and
-//!   rebuilding `logs` after a PostgreSQL crash emptied it.
+//!   rebuilding `logs` after a PostgreSQL crash emptied it;
+//! * [`tiles`]: the tree's hashes as C2SP tiles, and proofs from them.
 //!
 //! The micro-batching service loop around `store` comes with the pipeline.
 //!
@@ -16,3 +17,4 @@
 pub mod payload;
 pub mod schema;
 pub mod store;
+pub mod tiles;

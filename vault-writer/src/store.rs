@@ -11,6 +11,7 @@
 use std::pin::pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use chronos_ledger::tree::NodeId;
 use chronos_ledger::{BatchHeader, Hash, TreeHasher, tree};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
@@ -85,15 +86,35 @@ impl Vault {
         &mut self.client
     }
 
+    /// Stores a signed checkpoint (the exact note text).
+    pub async fn store_checkpoint(&mut self, tree_size: u64, chain_seq: u64, note: &str) -> Result<(), VaultError> {
+        self.client
+            .execute(
+                "INSERT INTO checkpoints (tree_size, chain_seq, note) VALUES ($1, $2, $3)",
+                &[&i64_of("tree_size", tree_size)?, &i64_of("chain_seq", chain_seq)?, &note],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The latest stored checkpoint note, if any.
+    pub async fn latest_checkpoint(&mut self) -> Result<Option<String>, VaultError> {
+        let row = self.client.query_opt("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1", &[]).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// Commits batches in one transaction: their `batches` rows with the
-    /// canonical payload, and their `logs` rows, both by binary COPY.
-    pub async fn commit(&mut self, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
+    /// canonical payload, and their `logs` rows, both by binary COPY, and
+    /// the tree nodes they completed on tile levels (`tile_nodes`, in the
+    /// order the compact range completed them; see [`crate::tiles`]).
+    pub async fn commit(&mut self, batches: &[BatchRecord<'_>], tile_nodes: &[(NodeId, Hash)]) -> Result<(), VaultError> {
         let Some(last) = batches.last() else { return Ok(()) };
         let end = last.header.end_leaf().ok_or_else(|| VaultError::Range("leaf index overflow".into()))?;
         let tx = self.client.transaction().await?;
         let upto = ensure_partitions(&tx, self.partitions_upto, end).await?;
         copy_batches(&tx, batches).await?;
         copy_logs(&tx, batches.iter().flat_map(|b| rows_of(b))).await?;
+        crate::tiles::append(&tx, tile_nodes).await?;
         // If we crash here, before the commit, PostgreSQL discards all of it;
         // the caller has acknowledged nothing yet and sends it again.
         tx.commit().await?;

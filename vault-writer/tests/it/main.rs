@@ -202,7 +202,7 @@ mod store {
         for set in &sets {
             let rec = record(&h, &mut head, first, set);
             first += set.len() as u64;
-            vault.commit(&[rec]).await.unwrap();
+            vault.commit(&[rec], &[]).await.unwrap();
         }
         let before = logs(&mut vault).await;
         assert_eq!(before.len() as u64, first);
@@ -238,7 +238,7 @@ mod store {
         let h = TreeHasher::unkeyed(HashAlg::Sha256);
         let mut head = ChainHead::genesis(&h, "example.com/vault");
         let (a, b) = (events(1, 5), events(2, 5));
-        vault.commit(&[record(&h, &mut head, 0, &a), record(&h, &mut head, 5, &b)]).await.unwrap();
+        vault.commit(&[record(&h, &mut head, 0, &a), record(&h, &mut head, 5, &b)], &[]).await.unwrap();
         // Someone swaps batch 2's payload for batch 1's, and logs is empty.
         let c = vault.client();
         c.batch_execute("UPDATE batches SET payload = (SELECT payload FROM batches WHERE seq = 1) WHERE seq = 2; TRUNCATE logs")
@@ -258,7 +258,7 @@ mod store {
         let h = TreeHasher::unkeyed(HashAlg::Blake3);
         let mut head = ChainHead::genesis(&h, "example.com/vault");
         let evs = events(3, 4);
-        vault.commit(&[record(&h, &mut head, PARTITION_LEAVES - 2, &evs)]).await.unwrap();
+        vault.commit(&[record(&h, &mut head, PARTITION_LEAVES - 2, &evs)], &[]).await.unwrap();
         let parts = vault
             .client()
             .query("SELECT tableoid::regclass::text, count(*) FROM logs GROUP BY 1 ORDER BY 1", &[])
@@ -284,14 +284,130 @@ mod store {
         let h = TreeHasher::unkeyed(HashAlg::Blake3);
         let mut head = ChainHead::genesis(&h, "example.com/vault");
         let (a, b) = (events(4, 3), events(5, 3));
-        vault.commit(&[record(&h, &mut head, 0, &a)]).await.unwrap();
+        vault.commit(&[record(&h, &mut head, 0, &a)], &[]).await.unwrap();
         // A second flush whose second batch reuses seq 1: the primary key
         // refuses it, and the first batch of the flush must not stay either.
         let mut dup_head = head;
         let good = record(&h, &mut dup_head, 3, &b);
         let mut bad = record(&h, &mut dup_head, 6, &a);
         bad.header.seq = 1;
-        assert!(matches!(vault.commit(&[good, bad]).await, Err(VaultError::Database(_))));
+        assert!(matches!(vault.commit(&[good, bad], &[]).await, Err(VaultError::Database(_))));
         assert_eq!(vault.ends().await.unwrap(), (3, 3));
+    }
+}
+
+mod tiles {
+    //! Tree nodes stored as tiles answer proofs exactly as the in-memory tree.
+
+    use chronos_ledger::chain::{BatchHeader, TimeNs, TimeSource, TrustedTime};
+    use chronos_ledger::tree::{self, CompactRange, MemTree, NodeId};
+    use chronos_ledger::{Hash, HashAlg, TreeHasher};
+    use chronos_pg_harness::TestDb;
+    use chronos_vault_writer::payload::EventRef;
+    use chronos_vault_writer::store::{BatchRecord, Vault, VaultError};
+    use chronos_vault_writer::{schema, tiles};
+
+    use super::connect;
+
+    #[tokio::test]
+    async fn proofs_from_tiles_equal_proofs_from_the_whole_tree() {
+        let db = TestDb::new("tiles");
+        let mut c = connect(&db.url).await;
+        schema::migrate(&mut c).await.unwrap();
+        let mut vault = Vault::new(c);
+        let h = TreeHasher::unkeyed(HashAlg::Sha256);
+        let mut mem = MemTree::new();
+        let mut range = CompactRange::new();
+        let total = 70_000u64; // past 256^2, so tiles of levels 0, 1 and 2 exist
+        let events: Vec<Vec<u8>> = (0..total).map(|i| format!("{{\"i\":{i}}}").into_bytes()).collect();
+        let mut first = 0u64;
+        let mut seq = 0;
+        while first < total {
+            let n = (997 + seq * 13 % 500).min(total - first); // odd sizes: batches straddle tiles
+            seq += 1;
+            let evs = &events[first as usize..(first + n) as usize];
+            let leaves: Vec<Hash> = evs.iter().map(|e| h.leaf(e)).collect();
+            let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
+            for l in &leaves {
+                mem.append(&h, *l);
+                range.append(&h, *l, |id, hash| {
+                    if tiles::is_stored(id) {
+                        nodes.push((id, *hash));
+                    }
+                });
+            }
+            let rec = BatchRecord {
+                header: BatchHeader {
+                    seq,
+                    first_leaf: first,
+                    leaf_count: n,
+                    root: tree::root(&h, &leaves),
+                    time: TrustedTime { time: TimeNs(1), uncertainty_ns: 0, source: TimeSource::local() },
+                },
+                chain: Hash([0; 32]),
+                events: evs.iter().map(|e| EventRef { bytes: e, claimed_time_ns: None }).collect(),
+                leaf_hashes: leaves,
+            };
+            vault.commit(&[rec], &nodes).await.unwrap();
+            first += n;
+        }
+        let tile_rows: i64 = vault.client().query_one("SELECT count(*) FROM tiles", &[]).await.unwrap().get(0);
+        assert!(tile_rows > 270, "{tile_rows} tiles");
+        let mut cases = vec![(0, 1), (255, 256), (256, 257), (65_535, 65_536), (65_536, 65_537), (69_999, 70_000)];
+        let mut x = 12_345u64;
+        for _ in 0..40 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let size = 1 + (x >> 11) % total;
+            cases.push(((x >> 3) % size, size));
+        }
+        for (index, size) in cases {
+            let plan = tree::inclusion_plan(index, size).unwrap();
+            let set = tiles::fetch(vault.client(), &h, plan.node_ids()).await.unwrap();
+            let from_tiles = tree::inclusion_proof(&h, &set, index, size).unwrap();
+            assert_eq!(from_tiles, tree::inclusion_proof(&h, &mem, index, size).unwrap(), "inclusion {index} in {size}");
+            let root = mem.root_at(&h, size).unwrap();
+            tree::verify_inclusion(&h, index, size, &h.leaf(&events[index as usize]), &from_tiles, &root).unwrap();
+
+            let old = index.max(1);
+            let plan = tree::consistency_plan(old, size).unwrap();
+            let set = tiles::fetch(vault.client(), &h, plan.node_ids()).await.unwrap();
+            let from_tiles = tree::consistency_proof(&h, &set, old, size).unwrap();
+            assert_eq!(from_tiles, tree::consistency_proof(&h, &mem, old, size).unwrap(), "consistency {old} to {size}");
+            // O(log n) tile reads: a handful of tiles at most per proof.
+            assert!(set.tiles_fetched() <= 2 * 3 + 2, "{} tiles for one proof", set.tiles_fetched());
+        }
+        // The sequencer's restart path: the compact range read back from tiles.
+        let restored = tiles::compact_range(vault.client(), &h, total).await.unwrap();
+        assert_eq!(restored, range);
+        assert_eq!(restored.root(&h), mem.root(&h));
+    }
+
+    #[tokio::test]
+    async fn tiles_refuse_nodes_that_do_not_continue_them() {
+        let db = TestDb::new("tilesgap");
+        let mut c = connect(&db.url).await;
+        schema::migrate(&mut c).await.unwrap();
+        let mut vault = Vault::new(c);
+        let h = TreeHasher::unkeyed(HashAlg::Blake3);
+        let ev = b"{}".to_vec();
+        let rec = |seq: u64, first: u64| BatchRecord {
+            header: BatchHeader {
+                seq,
+                first_leaf: first,
+                leaf_count: 1,
+                root: h.leaf(&ev),
+                time: TrustedTime { time: TimeNs(1), uncertainty_ns: 0, source: TimeSource::local() },
+            },
+            chain: Hash([0; 32]),
+            events: vec![EventRef { bytes: &ev, claimed_time_ns: None }],
+            leaf_hashes: vec![h.leaf(&ev)],
+        };
+        vault.commit(&[rec(1, 0)], &[(NodeId { level: 0, index: 0 }, h.leaf(&ev))]).await.unwrap();
+        // Leaf 2 without leaf 1: a hole in tile (0, 0).
+        let e = vault.commit(&[rec(2, 1)], &[(NodeId { level: 0, index: 2 }, h.leaf(&ev))]).await.unwrap_err();
+        assert!(matches!(e, VaultError::Corrupt { .. }), "{e}");
+        // Nothing of the refused flush was stored.
+        let n: i64 = vault.client().query_one("SELECT count(*) FROM batches", &[]).await.unwrap().get(0);
+        assert_eq!(n, 1);
     }
 }
