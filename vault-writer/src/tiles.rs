@@ -21,7 +21,7 @@ pub const TILE_WIDTH: u64 = 256;
 
 /// Stored nodes are those on levels that are multiples of 8.
 pub fn is_stored(id: NodeId) -> bool {
-    id.level % 8 == 0
+    id.level.is_multiple_of(8)
 }
 
 /// Appends newly completed nodes (all on stored levels, in the order the
