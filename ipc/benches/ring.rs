@@ -51,7 +51,8 @@ fn ring_bench(c: &mut Criterion) {
         });
         p.push(STOP, b"", far()).expect("stop");
         consumer.wait().expect("consumer exit");
-        let _ = ring::remove(&name);
+        drop(p);
+        ring::remove(&name).expect("remove ring");
     }
     g.finish();
 }
@@ -92,8 +93,9 @@ fn fanout_bench(c: &mut Criterion) {
     for mut c in consumers {
         c.wait().expect("consumer exit");
     }
+    drop(d);
     for n in &names {
-        let _ = ring::remove(n);
+        ring::remove(n).expect("remove ring");
     }
     g.finish();
 }
@@ -204,7 +206,7 @@ fn wake_bench(c: &mut Criterion) {
         echo.wait().expect("echo exit");
         drop((p, c));
         for n in [&a, &b] {
-            let _ = ring::remove(n);
+            ring::remove(n).expect("remove ring");
         }
     }
     let dir = std::env::temp_dir();
