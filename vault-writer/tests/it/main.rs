@@ -19,6 +19,14 @@ pub(crate) async fn connect(url: &str) -> Client {
     client
 }
 
+/// A private cluster with a migrated database `name`, and a vault on it.
+pub(crate) async fn vault(name: &str) -> (TestDb, chronos_vault_writer::store::Vault) {
+    let db = TestDb::new(name);
+    let mut c = connect(&db.url).await;
+    schema::migrate(&mut c).await.unwrap();
+    (db, chronos_vault_writer::store::Vault::new(c))
+}
+
 #[tokio::test]
 async fn first_migration_round_trips_a_batch() {
     let db = TestDb::new("vault");
@@ -136,9 +144,7 @@ mod store {
 
     use chronos_ledger::chain::{BatchHeader, ChainHead, TimeNs, TimeSource, TrustedTime};
     use chronos_ledger::{Hash, HashAlg, TreeHasher, tree};
-    use chronos_pg_harness::TestDb;
     use chronos_vault_writer::payload::EventRef;
-    use chronos_vault_writer::schema;
     use chronos_vault_writer::store::{BatchRecord, PARTITION_LEAVES, Vault, VaultError};
 
     use super::connect;
@@ -191,10 +197,7 @@ mod store {
 
     #[tokio::test]
     async fn committed_batches_survive_a_postgresql_crash_and_logs_are_rebuilt() {
-        let mut db = TestDb::new("vaultcrash");
-        let mut c = connect(&db.url).await;
-        schema::migrate(&mut c).await.unwrap();
-        let mut vault = Vault::new(c);
+        let (mut db, mut vault) = super::vault("vaultcrash").await;
         let h = TreeHasher::unkeyed(HashAlg::Blake3);
         let mut head = ChainHead::genesis(&h, "example.com/vault");
         let sets: Vec<_> = (0..4).map(|s| events(s, 40 + 10 * s as usize)).collect();
@@ -231,10 +234,7 @@ mod store {
 
     #[tokio::test]
     async fn a_rebuild_refuses_a_payload_that_does_not_match_its_root() {
-        let db = TestDb::new("vaulttamper");
-        let mut c = connect(&db.url).await;
-        schema::migrate(&mut c).await.unwrap();
-        let mut vault = Vault::new(c);
+        let (_db, mut vault) = super::vault("vaulttamper").await;
         let h = TreeHasher::unkeyed(HashAlg::Sha256);
         let mut head = ChainHead::genesis(&h, "example.com/vault");
         let (a, b) = (events(1, 5), events(2, 5));
@@ -251,10 +251,7 @@ mod store {
 
     #[tokio::test]
     async fn a_batch_that_crosses_a_partition_boundary_creates_the_next_partition() {
-        let db = TestDb::new("vaultpart");
-        let mut c = connect(&db.url).await;
-        schema::migrate(&mut c).await.unwrap();
-        let mut vault = Vault::new(c);
+        let (_db, mut vault) = super::vault("vaultpart").await;
         let h = TreeHasher::unkeyed(HashAlg::Blake3);
         let mut head = ChainHead::genesis(&h, "example.com/vault");
         let evs = events(3, 4);
@@ -277,10 +274,7 @@ mod store {
 
     #[tokio::test]
     async fn a_failed_commit_stores_nothing() {
-        let db = TestDb::new("vaultatomic");
-        let mut c = connect(&db.url).await;
-        schema::migrate(&mut c).await.unwrap();
-        let mut vault = Vault::new(c);
+        let (_db, mut vault) = super::vault("vaultatomic").await;
         let h = TreeHasher::unkeyed(HashAlg::Blake3);
         let mut head = ChainHead::genesis(&h, "example.com/vault");
         let (a, b) = (events(4, 3), events(5, 3));
@@ -302,19 +296,13 @@ mod tiles {
     use chronos_ledger::chain::{BatchHeader, TimeNs, TimeSource, TrustedTime};
     use chronos_ledger::tree::{self, CompactRange, MemTree, NodeId};
     use chronos_ledger::{Hash, HashAlg, TreeHasher};
-    use chronos_pg_harness::TestDb;
     use chronos_vault_writer::payload::EventRef;
-    use chronos_vault_writer::store::{BatchRecord, Vault, VaultError};
-    use chronos_vault_writer::{schema, tiles};
-
-    use super::connect;
+    use chronos_vault_writer::store::{BatchRecord, VaultError};
+    use chronos_vault_writer::tiles;
 
     #[tokio::test]
     async fn proofs_from_tiles_equal_proofs_from_the_whole_tree() {
-        let db = TestDb::new("tiles");
-        let mut c = connect(&db.url).await;
-        schema::migrate(&mut c).await.unwrap();
-        let mut vault = Vault::new(c);
+        let (_db, mut vault) = super::vault("tiles").await;
         let h = TreeHasher::unkeyed(HashAlg::Sha256);
         let mut mem = MemTree::new();
         let mut range = CompactRange::new();
@@ -384,10 +372,7 @@ mod tiles {
 
     #[tokio::test]
     async fn tiles_refuse_nodes_that_do_not_continue_them() {
-        let db = TestDb::new("tilesgap");
-        let mut c = connect(&db.url).await;
-        schema::migrate(&mut c).await.unwrap();
-        let mut vault = Vault::new(c);
+        let (_db, mut vault) = super::vault("tilesgap").await;
         let h = TreeHasher::unkeyed(HashAlg::Blake3);
         let ev = b"{}".to_vec();
         let rec = |seq: u64, first: u64| BatchRecord {
