@@ -14,9 +14,9 @@
 //!
 //! What it does not do: interpret payloads, persist anything beyond the
 //! life of the host (segments live in /dev/shm), or remove segments
-//! implicitly. All `unsafe` code of Chronos lives in this crate, in `sys`
-//! and the record accessors of `ring`, each block with a `// SAFETY:`
-//! comment; each atomic names the operation it pairs with.
+//! implicitly. All `unsafe` code of Chronos lives in this crate, in `sys`,
+//! the record accessors of `ring` and the benchmark-only `nng_sync`, each
+//! block with a `// SAFETY:` comment; each atomic names the operation it pairs with.
 //!
 //! The ring algorithm (`core`) is written against a small memory trait so
 //! that `RUSTFLAGS="--cfg loom" cargo test -p chronos-ipc --lib` checks it
