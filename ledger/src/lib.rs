@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod hash;
 pub mod note;
+pub mod payload;
 pub mod proof;
 pub mod spec;
 pub mod tree;

@@ -1,20 +1,459 @@
-//! The Chronos vault writer: everything that writes the ledger into PostgreSQL.
+//! The vault writer: the only process that writes the ledger's tables.
 //!
-//! * [`schema`]: versioned migration files (`migrations/NNNN_name.sql`,
-//!   embedded in the binary) and [`schema::migrate`], run at every start;
-//! * [`payload`]: the canonical, compressed payload of a batch, from which
-//!   the UNLOGGED `logs` table can always be rebuilt;
-//! * [`store`]: committing batches in one transaction by binary COPY, and
-//!   rebuilding `logs` after a PostgreSQL crash emptied it;
-//! * [`tiles`]: the tree's hashes as C2SP tiles, and proofs from them.
+//! It reads `SEQUENCED` and `DUPLICATE` records from the orchestrator's
+//! ring, gathers them into flushes (bounded by batch count, bytes and the
+//! age of the oldest record), commits each flush in one transaction
+//! ([`chronos_vault::store::Vault::commit`]: binary COPY into `batches` and
+//! the UNLOGGED `logs`, tiles, idempotency keys), and only then releases
+//! the records and acknowledges each request on its ingest slot's ack
+//! ring. It also sends each ingest process a heartbeat saying whether
+//! PostgreSQL is reachable, which `/readyz` and the 503s rely on.
 //!
-//! The micro-batching service loop around `store` comes with the pipeline.
+//! What it does not do: decide anything about the ledger. It checks what
+//! it is given (consecutive seq, each chain link recomputed) and stops,
+//! leaving an audit event, when that fails: it never writes a batch that
+//! does not extend the stored chain.
 //!
-//! It does not define what the stored bytes mean: that is the `ledger` crate
-//! and spec/ledger.md. It never reads the ledger for verification: the
-//! verifier reads PostgreSQL on its own, as an outsider would.
+//! Crash boundaries:
+//! * killed before a commit: PostgreSQL discards the transaction, the
+//!   records are still unreleased, the successor commits them;
+//! * killed after a commit, before the release: the successor re-reads
+//!   them, sees their seq is committed, skips them and acknowledges them
+//!   again (ingest ignores answers it no longer waits for);
+//! * PostgreSQL unreachable: nothing is released, flushes are retried with
+//!   backoff, heartbeats say the database is down so ingest answers 503;
+//!   after a PostgreSQL crash the `logs` table is rebuilt before writing.
 
-pub mod payload;
-pub mod schema;
-pub mod store;
-pub mod tiles;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chronos_ipc::{Consumer, Producer, PushError, RingError, ring};
+use chronos_ledger::payload::EventRef;
+use chronos_ledger::{BatchHeader, ChainHead, Hash, NodeId, TimeNs, TimeSource, TreeHasher, TrustedTime};
+use chronos_vault::store::{BatchRecord, Vault, VaultError};
+use chronos_wire::{Ack, Duplicate, RingNames, Sequenced, Status, Topology, tag};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio_postgres::NoTls;
+
+/// When a flush is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushLimits {
+    /// At most this many batches per transaction.
+    pub max_batches: usize,
+    /// Flush once this many record bytes are gathered.
+    pub max_bytes: usize,
+    /// Flush once the oldest gathered record is this old.
+    pub max_age: Duration,
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub names: RingNames,
+    pub topology: Topology,
+    pub hasher: TreeHasher,
+    pub origin: String,
+    pub database_url: String,
+    pub flush: FlushLimits,
+    /// Idempotency keys older than this are deleted.
+    pub key_window: Duration,
+}
+
+/// Why the vault writer stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum VaultWriterError {
+    #[error("ring: {0}")]
+    Ring(#[from] RingError),
+    /// PostgreSQL is unreachable or failed: retried with backoff.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// What it was given does not extend the stored ledger: refuse.
+    #[error("refusing to write: {0}")]
+    Refused(String),
+}
+
+/// Metrics served on `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub flushes: Counter,
+    pub batches: Counter,
+    pub events: Counter,
+    pub bytes: Counter,
+    pub flush_seconds: Histogram,
+    pub commit_failures: Counter,
+    pub acks_dropped: Counter,
+    pub committed_seq: Gauge,
+    pub db_up: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            flushes: Counter::default(),
+            batches: Counter::default(),
+            events: Counter::default(),
+            bytes: Counter::default(),
+            flush_seconds: Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]),
+            commit_failures: Counter::default(),
+            acks_dropped: Counter::default(),
+            committed_seq: Gauge::default(),
+            db_up: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("chronos_vault_writer_flushes", "Transactions committed", self.flushes.clone());
+        r.register("chronos_vault_writer_batches", "Batches committed", self.batches.clone());
+        r.register("chronos_vault_writer_events", "Events committed", self.events.clone());
+        r.register("chronos_vault_writer_event_bytes", "Event bytes committed", self.bytes.clone());
+        r.register("chronos_vault_writer_flush_seconds", "Time to commit one flush", self.flush_seconds.clone());
+        r.register("chronos_vault_writer_commit_failures", "Flushes that failed and were retried", self.commit_failures.clone());
+        r.register(
+            "chronos_vault_writer_acks_dropped",
+            "Acknowledgements not delivered because an ingest slot's ring was full (its client retries)",
+            self.acks_dropped.clone(),
+        );
+        r.register("chronos_vault_writer_committed_seq", "Highest committed batch seq", self.committed_seq.clone());
+        r.register("chronos_vault_writer_database_up", "1 when the last database operation succeeded", self.db_up.clone());
+    }
+}
+
+/// A record copied out of the ring, awaiting its flush.
+struct Pending {
+    tag: u32,
+    bytes: Vec<u8>,
+}
+
+struct Writer<'s> {
+    s: &'s Settings,
+    metrics: &'s Metrics,
+    vault: Option<Vault>,
+    /// The committed head.
+    head: Option<ChainHead>,
+    acks: Vec<Producer>,
+    db_ok: bool,
+    seq_ring: String,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Runs until `stop` is set and the ring is empty (or `stop` is set and
+/// the database stays down for 10 s).
+pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<(), VaultWriterError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| VaultWriterError::Refused(format!("cannot start the async runtime: {e}")))?;
+    let t = &settings.topology;
+    let g = t.sequenced_ring();
+    let seq_ring = settings.names.sequenced();
+    ring::open_or_create(&seq_ring, g.capacity, g.max_record)?;
+    let mut input = Consumer::attach(&seq_ring)?;
+    let g = t.ack_ring();
+    let mut acks = Vec::new();
+    for slot in 0..t.ingests {
+        let name = settings.names.ack(slot);
+        ring::open_or_create(&name, g.capacity, g.max_record)?;
+        acks.push(Producer::attach(&name)?);
+    }
+    let mut w = Writer { s: settings, metrics, vault: None, head: None, acks, db_ok: false, seq_ring };
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut pending_bytes = 0usize;
+    let mut first_at = Instant::now();
+    let mut last_beat = Instant::now() - Duration::from_secs(1);
+    let mut last_prune = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut down_since: Option<Instant> = None;
+    loop {
+        if last_beat.elapsed() >= Duration::from_millis(200) {
+            w.heartbeat();
+            last_beat = Instant::now();
+        }
+        if w.vault.is_none() {
+            match rt.block_on(w.connect()) {
+                Ok(()) => {
+                    backoff = Duration::from_millis(100);
+                    down_since = None;
+                }
+                Err(e @ VaultWriterError::Refused(_)) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable");
+                    let since = *down_since.get_or_insert_with(Instant::now);
+                    if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(10) {
+                        tracing::error!(pending = pending.len(), "stopping with the database down; the records stay in the ring");
+                        return Ok(());
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+        }
+        if last_prune.elapsed() >= Duration::from_secs(60) {
+            rt.block_on(w.prune());
+            last_prune = Instant::now();
+        }
+        // Gather.
+        let full = pending.len() >= settings.flush.max_batches || pending_bytes >= settings.flush.max_bytes;
+        let due = !pending.is_empty() && (full || first_at.elapsed() >= settings.flush.max_age);
+        if !due {
+            let deadline = if pending.is_empty() {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                Instant::now() + Duration::from_millis(200)
+            } else {
+                first_at + settings.flush.max_age
+            };
+            if input.wait(Some(deadline))? {
+                let room = settings.flush.max_batches - pending.len();
+                let batch = input.poll(room)?;
+                if pending.is_empty() && !batch.is_empty() {
+                    first_at = Instant::now();
+                }
+                for rec in batch.iter() {
+                    pending_bytes += rec.payload.len();
+                    pending.push(Pending { tag: rec.tag, bytes: rec.payload.to_vec() });
+                }
+            }
+            continue;
+        }
+        // Flush.
+        match rt.block_on(w.flush(&pending)) {
+            Ok(answers) => {
+                // Committed: the records can go, and their requests be answered.
+                input.release();
+                w.answer(&answers);
+                pending.clear();
+                pending_bytes = 0;
+            }
+            Err(FlushError::Unavailable(e)) => {
+                metrics.commit_failures.inc();
+                tracing::warn!(error = %e, batches = pending.len(), "commit failed; will reconnect and retry");
+                w.vault = None;
+                w.db_ok = false;
+                metrics.db_up.set(0);
+            }
+            Err(FlushError::Refused(reason)) => {
+                rt.block_on(w.audit("vault_writer_refused", &reason));
+                return Err(VaultWriterError::Refused(reason));
+            }
+        }
+    }
+}
+
+enum FlushError {
+    Unavailable(VaultError),
+    Refused(String),
+}
+
+impl From<VaultError> for FlushError {
+    fn from(e: VaultError) -> FlushError {
+        match e {
+            VaultError::Database(_) => FlushError::Unavailable(e),
+            other => FlushError::Refused(other.to_string()),
+        }
+    }
+}
+
+impl Writer<'_> {
+    async fn connect(&mut self) -> Result<(), VaultWriterError> {
+        let (mut client, conn) = tokio_postgres::connect(&self.s.database_url, NoTls)
+            .await
+            .map_err(|e| VaultWriterError::Unavailable(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "database connection closed");
+            }
+        });
+        if let Err(e) = chronos_vault::schema::migrate(&mut client).await {
+            return Err(VaultWriterError::Unavailable(format!("schema: {e}")));
+        }
+        let mut vault = Vault::new(client);
+        let head = vault.head().await.map_err(db_err)?;
+        let head = match head {
+            Some((seq, hash, size)) => ChainHead { seq, hash, size },
+            None => ChainHead::genesis(&self.s.hasher, &self.s.origin),
+        };
+        if vault.logs_need_rebuild().await.map_err(db_err)? {
+            tracing::warn!("the logs table lacks rows the batches table holds (PostgreSQL crashed?): rebuilding it");
+            let started = Instant::now();
+            let mut last_report = Instant::now();
+            let done = vault
+                .rebuild_logs(&self.s.hasher, |p| {
+                    if last_report.elapsed() >= Duration::from_secs(1) {
+                        tracing::info!(batches = p.batches_done, of = p.batches_total, leaves = p.leaves_done, "rebuilding logs");
+                        last_report = Instant::now();
+                    }
+                })
+                .await;
+            match done {
+                Ok(p) => tracing::info!(batches = p.batches_done, leaves = p.leaves_done, seconds = started.elapsed().as_secs_f64(), "logs table rebuilt"),
+                Err(e @ VaultError::Database(_)) => return Err(db_err(e)),
+                Err(e) => {
+                    let detail = serde_json::json!({ "reason": e.to_string() }).to_string();
+                    let _ = vault.audit("vault_writer", "rebuild_refused", &detail).await;
+                    return Err(VaultWriterError::Refused(format!("rebuilding logs: {e}")));
+                }
+            }
+        }
+        tracing::info!(seq = head.seq, size = head.size, "vault writer connected");
+        self.metrics.committed_seq.set(head.seq as i64);
+        self.metrics.db_up.set(1);
+        self.head = Some(head);
+        self.vault = Some(vault);
+        self.db_ok = true;
+        Ok(())
+    }
+
+    async fn prune(&mut self) {
+        if let Some(v) = self.vault.as_mut() {
+            match v.prune_keys(self.s.key_window).await {
+                Ok(n) if n > 0 => tracing::debug!(deleted = n, "pruned idempotency keys"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning idempotency keys failed"),
+            }
+        }
+    }
+
+    async fn audit(&mut self, kind: &str, reason: &str) {
+        tracing::error!(kind, reason, "refusing to write");
+        if let Some(v) = self.vault.as_mut() {
+            let detail = serde_json::json!({ "reason": reason }).to_string();
+            if let Err(e) = v.audit("vault_writer", kind, &detail).await {
+                tracing::error!(error = %e, "could not record the audit event");
+            }
+        }
+    }
+
+    /// Commits the sequenced batches of `pending` that are not committed
+    /// yet; returns the answers to send.
+    async fn flush(&mut self, pending: &[Pending]) -> Result<Vec<(u16, Ack)>, FlushError> {
+        let started = Instant::now();
+        let mut head = self.head.ok_or_else(|| FlushError::Refused("flush before connecting".into()))?;
+        let mut answers = Vec::with_capacity(pending.len());
+        let mut decoded = Vec::with_capacity(pending.len());
+        for p in pending {
+            match p.tag {
+                tag::SEQUENCED => {
+                    let s = Sequenced::decode(p.tag, &p.bytes).map_err(|e| FlushError::Refused(e.to_string()))?;
+                    let ack = Ack {
+                        request: s.hashed.reply.request,
+                        seq: s.decided.seq,
+                        first_leaf: s.decided.first_leaf,
+                        leaf_count: s.hashed.len() as u64,
+                        replay: false,
+                    };
+                    answers.push((s.hashed.reply.slot, ack));
+                    if s.decided.seq > head.seq {
+                        decoded.push(s);
+                    }
+                }
+                tag::DUPLICATE => {
+                    let d = Duplicate::decode(p.tag, &p.bytes).map_err(|e| FlushError::Refused(e.to_string()))?;
+                    let ack = Ack { request: d.reply.request, seq: d.seq, first_leaf: d.first_leaf, leaf_count: d.leaf_count, replay: true };
+                    answers.push((d.reply.slot, ack));
+                }
+                other => return Err(FlushError::Refused(format!("unexpected record tag {other} in the sequenced ring"))),
+            }
+        }
+        let mut batches = Vec::with_capacity(decoded.len());
+        let mut level0 = Vec::new();
+        let mut upper = Vec::new();
+        let mut events = 0u64;
+        let mut bytes = 0u64;
+        for s in &decoded {
+            let d = &s.decided;
+            let source = TimeSource::new(&d.source).map_err(|e| FlushError::Refused(format!("batch {}: {e}", d.seq)))?;
+            let header = BatchHeader {
+                seq: d.seq,
+                first_leaf: d.first_leaf,
+                leaf_count: s.hashed.len() as u64,
+                root: Hash(s.hashed.root),
+                time: TrustedTime { time: TimeNs(d.time_ns), uncertainty_ns: d.uncertainty_ns, source },
+            };
+            // The chain must extend what is stored: recompute the link.
+            let next = head.next(&self.s.hasher, &header).map_err(|e| FlushError::Refused(format!("batch {}: {e}", d.seq)))?;
+            if next.hash.0 != d.chain {
+                return Err(FlushError::Refused(format!("batch {}: its chain value does not link to batch {}", d.seq, head.seq)));
+            }
+            head = next;
+            let leaves: Vec<Hash> = s.hashed.leaves().map(Hash).collect();
+            for (i, l) in leaves.iter().enumerate() {
+                level0.push((NodeId { level: 0, index: d.first_leaf + i as u64 }, *l));
+            }
+            upper.extend(d.nodes.iter().map(|n| (NodeId { level: n.level, index: n.index }, Hash(n.hash))));
+            let evs: Vec<EventRef<'_>> =
+                s.hashed.events().map(|e| EventRef { bytes: e.bytes, claimed_time_ns: e.claimed_time_ns }).collect();
+            events += evs.len() as u64;
+            bytes += evs.iter().map(|e| e.bytes.len() as u64).sum::<u64>();
+            batches.push(BatchRecord {
+                header,
+                chain: next.hash,
+                events: evs,
+                leaf_hashes: leaves,
+                payload: Some(s.hashed.payload),
+                key: Some(s.hashed.key),
+            });
+        }
+        if !batches.is_empty() {
+            level0.extend(upper);
+            let vault = self.vault.as_mut().ok_or_else(|| FlushError::Unavailable(VaultError::Range("not connected".into())))?;
+            // If we crash during this call, PostgreSQL keeps all of it or
+            // none of it; the records stay unreleased either way.
+            vault.commit(&batches, &level0).await?;
+            self.head = Some(head);
+            self.metrics.flushes.inc();
+            self.metrics.batches.inc_by(batches.len() as u64);
+            self.metrics.events.inc_by(events);
+            self.metrics.bytes.inc_by(bytes);
+            self.metrics.committed_seq.set(head.seq as i64);
+            self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        }
+        Ok(answers)
+    }
+
+    fn answer(&mut self, answers: &[(u16, Ack)]) {
+        for (slot, ack) in answers {
+            let Some(ring) = self.acks.get_mut(usize::from(*slot)) else {
+                tracing::warn!(slot, "answer for an ingest slot outside the topology");
+                continue;
+            };
+            match ring.try_push(tag::ACK, &ack.encode()) {
+                Ok(()) => {}
+                Err(PushError::Full) => {
+                    self.metrics.acks_dropped.inc();
+                }
+                Err(e) => tracing::warn!(slot, error = %e, "ack ring failed"),
+            }
+        }
+    }
+
+    fn heartbeat(&mut self) {
+        let upstream_ok = ring::inspect(&self.seq_ring).is_ok_and(|s| s.producer_alive);
+        let status = Status {
+            db_ok: self.db_ok,
+            upstream_ok,
+            committed_seq: self.head.map_or(0, |h| h.seq),
+            sent_at_ns: now_ns(),
+        };
+        for ring in &mut self.acks {
+            // A full ack ring means that ingest process is gone or stuck;
+            // its next heartbeat gets through once it reads again.
+            let _ = ring.try_push(tag::STATUS, &status.encode());
+        }
+    }
+}
+
+fn db_err(e: VaultError) -> VaultWriterError {
+    VaultWriterError::Unavailable(e.to_string())
+}

@@ -4,7 +4,7 @@
 use chronos_ledger::chain::{BatchHeader, ChainHead, TimeNs, TimeSource, TrustedTime};
 use chronos_ledger::{HashAlg, TreeHasher, tree};
 use chronos_pg_harness::TestDb;
-use chronos_vault_writer::schema::{self, SchemaError};
+use chronos_vault::schema::{self, SchemaError};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls};
@@ -20,11 +20,11 @@ pub(crate) async fn connect(url: &str) -> Client {
 }
 
 /// A private cluster with a migrated database `name`, and a vault on it.
-pub(crate) async fn vault(name: &str) -> (TestDb, chronos_vault_writer::store::Vault) {
+pub(crate) async fn vault(name: &str) -> (TestDb, chronos_vault::store::Vault) {
     let db = TestDb::new(name);
     let mut c = connect(&db.url).await;
     schema::migrate(&mut c).await.unwrap();
-    (db, chronos_vault_writer::store::Vault::new(c))
+    (db, chronos_vault::store::Vault::new(c))
 }
 
 #[tokio::test]
@@ -144,8 +144,8 @@ mod store {
 
     use chronos_ledger::chain::{BatchHeader, ChainHead, TimeNs, TimeSource, TrustedTime};
     use chronos_ledger::{Hash, HashAlg, TreeHasher, tree};
-    use chronos_vault_writer::payload::EventRef;
-    use chronos_vault_writer::store::{BatchRecord, PARTITION_LEAVES, Vault, VaultError};
+    use chronos_ledger::payload::EventRef;
+    use chronos_vault::store::{BatchRecord, PARTITION_LEAVES, Vault, VaultError};
 
     use super::connect;
 
@@ -183,6 +183,8 @@ mod store {
             header,
             events: evs.iter().map(|(e, t)| EventRef { bytes: e, claimed_time_ns: *t }).collect(),
             leaf_hashes,
+            payload: None,
+            key: None,
         }
     }
 
@@ -296,9 +298,9 @@ mod tiles {
     use chronos_ledger::chain::{BatchHeader, TimeNs, TimeSource, TrustedTime};
     use chronos_ledger::tree::{self, CompactRange, MemTree, NodeId};
     use chronos_ledger::{Hash, HashAlg, TreeHasher};
-    use chronos_vault_writer::payload::EventRef;
-    use chronos_vault_writer::store::{BatchRecord, VaultError};
-    use chronos_vault_writer::tiles;
+    use chronos_ledger::payload::EventRef;
+    use chronos_vault::store::{BatchRecord, VaultError};
+    use chronos_vault::tiles;
 
     #[tokio::test]
     async fn proofs_from_tiles_equal_proofs_from_the_whole_tree() {
@@ -335,6 +337,8 @@ mod tiles {
                 chain: Hash([0; 32]),
                 events: evs.iter().map(|e| EventRef { bytes: e, claimed_time_ns: None }).collect(),
                 leaf_hashes: leaves,
+                payload: None,
+                key: None,
             };
             vault.commit(&[rec], &nodes).await.unwrap();
             first += n;
@@ -386,6 +390,8 @@ mod tiles {
             chain: Hash([0; 32]),
             events: vec![EventRef { bytes: &ev, claimed_time_ns: None }],
             leaf_hashes: vec![h.leaf(&ev)],
+            payload: None,
+            key: None,
         };
         vault.commit(&[rec(1, 0)], &[(NodeId { level: 0, index: 0 }, h.leaf(&ev))]).await.unwrap();
         // Leaf 2 without leaf 1: a hole in tile (0, 0).

@@ -17,7 +17,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Transaction};
 
-use crate::payload::{self, CODEC_ZSTD_V1, EventRef};
+use chronos_ledger::payload::{self, CODEC_ZSTD_V1, EventRef};
 
 /// Leaves per partition of `logs` (2^26, as in migration 1).
 pub const PARTITION_LEAVES: u64 = 1 << 26;
@@ -48,6 +48,12 @@ pub struct BatchRecord<'a> {
     pub chain: Hash,
     pub events: Vec<EventRef<'a>>,
     pub leaf_hashes: Vec<Hash>,
+    /// The canonical payload of `events` if already encoded (the hasher
+    /// does it, off the writer's path); `None` encodes it here.
+    pub payload: Option<&'a [u8]>,
+    /// The idempotency key of the body this batch came from, remembered in
+    /// `ingest_keys` in the same transaction.
+    pub key: Option<[u8; 32]>,
 }
 
 fn i64_of(what: &str, v: u64) -> Result<i64, VaultError> {
@@ -57,6 +63,27 @@ fn i64_of(what: &str, v: u64) -> Result<i64, VaultError> {
 fn system_time(ns: i64) -> SystemTime {
     let d = Duration::from_nanos(ns.unsigned_abs());
     if ns >= 0 { UNIX_EPOCH + d } else { UNIX_EPOCH - d }
+}
+
+/// The log's identity as `chronos_log` stores it.
+#[derive(Debug, Clone, Copy)]
+pub struct LogIdentity<'a> {
+    pub origin: &'a str,
+    pub hash_alg: &'a str,
+    pub key_check: Option<[u8; 8]>,
+    pub verifier_key: &'a str,
+    pub genesis: Hash,
+}
+
+/// An idempotency key still inside its window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentKey {
+    pub key: [u8; 32],
+    pub seq: u64,
+    pub first_leaf: u64,
+    pub leaf_count: u64,
+    /// How long ago it was received.
+    pub age: Duration,
 }
 
 /// Progress of a rebuild, reported after each chunk.
@@ -84,6 +111,131 @@ impl Vault {
     /// The connection.
     pub fn client(&mut self) -> &mut Client {
         &mut self.client
+    }
+
+    /// Records the log's identity on first use, or checks it against the
+    /// stored one: a database holding another log (or the same log under a
+    /// changed hash, key or origin) is refused before anything is written.
+    pub async fn ensure_identity(&mut self, id: &LogIdentity<'_>) -> Result<(), VaultError> {
+        let key_check = id.key_check.map(|k| k.to_vec());
+        self.client
+            .execute(
+                "INSERT INTO chronos_log (origin, hash_alg, key_check, verifier_key, genesis) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (id) DO NOTHING",
+                &[&id.origin, &id.hash_alg, &key_check, &id.verifier_key, &id.genesis.0.as_slice()],
+            )
+            .await?;
+        let row = self
+            .client
+            .query_one("SELECT origin, hash_alg, key_check, verifier_key, genesis FROM chronos_log", &[])
+            .await?;
+        let stored: (String, String, Option<Vec<u8>>, String, Vec<u8>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        let want = (id.origin.to_owned(), id.hash_alg.to_owned(), key_check, id.verifier_key.to_owned(), id.genesis.0.to_vec());
+        let fields = ["origin", "hash algorithm", "hash key fingerprint", "verifier key", "genesis"];
+        let differs: Vec<&str> = [
+            stored.0 != want.0,
+            stored.1 != want.1,
+            stored.2 != want.2,
+            stored.3 != want.3,
+            stored.4 != want.4,
+        ]
+        .iter()
+        .zip(fields)
+        .filter_map(|(d, f)| d.then_some(f))
+        .collect();
+        if differs.is_empty() {
+            return Ok(());
+        }
+        Err(VaultError::Corrupt {
+            seq: 0,
+            reason: format!(
+                "this database holds another log (stored origin {:?}); differing: {}",
+                stored.0,
+                differs.join(", ")
+            ),
+        })
+    }
+
+    /// The stored chain head: the last batch's seq, chain value and end
+    /// leaf (the tree size); `None` for an empty log.
+    pub async fn head(&mut self) -> Result<Option<(u64, Hash, u64)>, VaultError> {
+        let row = self
+            .client
+            .query_opt("SELECT seq, chain, first_leaf + leaf_count FROM batches ORDER BY seq DESC LIMIT 1", &[])
+            .await?;
+        row.map(|r| {
+            let seq: i64 = r.get(0);
+            let chain = Hash::from_slice(r.get::<_, &[u8]>(1))
+                .ok_or_else(|| VaultError::Corrupt { seq: seq as u64, reason: "chain is not 32 bytes".into() })?;
+            Ok((seq as u64, chain, r.get::<_, i64>(2) as u64))
+        })
+        .transpose()
+    }
+
+    /// The chain value and end leaf of batch `seq`.
+    pub async fn batch_chain(&mut self, seq: u64) -> Result<Option<(Hash, u64)>, VaultError> {
+        let row = self
+            .client
+            .query_opt("SELECT chain, first_leaf + leaf_count FROM batches WHERE seq = $1", &[&i64_of("seq", seq)?])
+            .await?;
+        row.map(|r| {
+            let chain = Hash::from_slice(r.get::<_, &[u8]>(0))
+                .ok_or_else(|| VaultError::Corrupt { seq, reason: "chain is not 32 bytes".into() })?;
+            Ok((chain, r.get::<_, i64>(1) as u64))
+        })
+        .transpose()
+    }
+
+    /// Idempotency keys received within `window`, with their batch's seq,
+    /// first leaf and leaf count, oldest first.
+    pub async fn recent_keys(&mut self, window: Duration) -> Result<Vec<RecentKey>, VaultError> {
+        let secs = window.as_secs_f64();
+        let rows = self
+            .client
+            .query(
+                "SELECT k.key, k.seq, b.first_leaf, b.leaf_count, extract(epoch FROM now() - k.received_at)::float8 \
+                 FROM ingest_keys k JOIN batches b USING (seq) \
+                 WHERE k.received_at > now() - make_interval(secs => $1) ORDER BY k.received_at",
+                &[&secs],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.get(1);
+                let key: [u8; 32] = r
+                    .get::<_, &[u8]>(0)
+                    .try_into()
+                    .map_err(|_| VaultError::Corrupt { seq: seq as u64, reason: "idempotency key is not 32 bytes".into() })?;
+                Ok(RecentKey {
+                    key,
+                    seq: seq as u64,
+                    first_leaf: r.get::<_, i64>(2) as u64,
+                    leaf_count: r.get::<_, i64>(3) as u64,
+                    age: Duration::from_secs_f64(r.get::<_, f64>(4).max(0.0)),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes idempotency keys older than `window`; returns how many.
+    pub async fn prune_keys(&mut self, window: Duration) -> Result<u64, VaultError> {
+        let secs = window.as_secs_f64();
+        Ok(self
+            .client
+            .execute("DELETE FROM ingest_keys WHERE received_at < now() - make_interval(secs => $1)", &[&secs])
+            .await?)
+    }
+
+    /// Leaves an audit event (`detail` is a JSON object's text).
+    pub async fn audit(&mut self, source: &str, kind: &str, detail: &str) -> Result<(), VaultError> {
+        self.client
+            .execute(
+                "INSERT INTO audit_events (source, kind, detail) VALUES ($1, $2, $3::text::jsonb)",
+                &[&source, &kind, &detail],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Stores a signed checkpoint (the exact note text).
@@ -115,6 +267,7 @@ impl Vault {
         copy_batches(&tx, batches).await?;
         copy_logs(&tx, batches.iter().flat_map(|b| rows_of(b))).await?;
         crate::tiles::append(&tx, tile_nodes).await?;
+        insert_keys(&tx, batches).await?;
         // If we crash here, before the commit, PostgreSQL discards all of it;
         // the caller has acknowledged nothing yet and sends it again.
         tx.commit().await?;
@@ -218,6 +371,24 @@ async fn ensure_partitions(tx: &Transaction<'_>, known: u64, end: u64) -> Result
     Ok(upto)
 }
 
+/// Remembers the batches' idempotency keys. A key already present (its
+/// window passed in the sequencer's memory, but not yet pruned here) now
+/// names the newer batch.
+async fn insert_keys(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
+    let (keys, seqs): (Vec<&[u8]>, Vec<i64>) =
+        batches.iter().filter_map(|b| b.key.as_ref().map(|k| (k.as_slice(), b.header.seq as i64))).unzip();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO ingest_keys (key, seq) SELECT * FROM unnest($1::bytea[], $2::bigint[]) \
+         ON CONFLICT (key) DO UPDATE SET seq = EXCLUDED.seq, received_at = now()",
+        &[&keys, &seqs],
+    )
+    .await?;
+    Ok(())
+}
+
 struct LogRow<'a> {
     leaf_index: i64,
     batch_seq: i64,
@@ -265,7 +436,14 @@ async fn copy_batches(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Resu
                 reason: format!("{} events and {} hashes for {} leaves", b.events.len(), b.leaf_hashes.len(), h.leaf_count),
             });
         }
-        let payload = payload::encode(&b.events);
+        let encoded;
+        let payload = match b.payload {
+            Some(p) => p,
+            None => {
+                encoded = payload::encode(&b.events);
+                &encoded
+            }
+        };
         let row: [&(dyn ToSql + Sync); 10] = [
             &i64_of("seq", h.seq)?,
             &i64_of("first_leaf", h.first_leaf)?,
@@ -276,7 +454,7 @@ async fn copy_batches(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Resu
             &i64_of("uncertainty_ns", h.time.uncertainty_ns)?,
             &h.time.source.as_str(),
             &CODEC_ZSTD_V1,
-            &payload.as_slice(),
+            &payload,
         ];
         w.as_mut().write(&row).await?;
     }

@@ -29,8 +29,10 @@ impl Migration {
 }
 
 /// Every migration this binary knows, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "ledger", sql: include_str!("../migrations/0001_ledger.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "ledger", sql: include_str!("../migrations/0001_ledger.sql") },
+    Migration { version: 2, name: "ingest_keys", sql: include_str!("../migrations/0002_ingest_keys.sql") },
+];
 
 /// The schema version this binary writes.
 pub fn latest_version() -> i32 {

@@ -1,0 +1,277 @@
+//! The stages of the spine, in order: validate → sequence → timestamp →
+//! chain → tree. Each owns its slice of the sequencer's state. A stage
+//! either lets the batch continue, answers it (a duplicate), or fails
+//! fatally (a broken invariant: the process stops and restores from the
+//! database on restart, so no half-applied state survives).
+//!
+//! Later stages (quorum time, control plane) implement [`Stage`] and slot
+//! into [`crate::Spine::new`]'s list.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chronos_ledger::{BatchHeader, ChainHead, CompactRange, Hash, TimeNs, TimeSource, TreeHasher, TrustedTime};
+use chronos_wire::{Duplicate, HashedRef, TileNode};
+
+/// A batch on its way through the spine; stages fill in their fields.
+#[derive(Debug)]
+pub struct Candidate<'a> {
+    pub input: HashedRef<'a>,
+    /// Set by [`Sequence`].
+    pub seq: u64,
+    pub first_leaf: u64,
+    /// Set by [`Timestamp`].
+    pub time: Option<TrustedTime>,
+    /// Set by [`Chain`].
+    pub chain: Option<Hash>,
+    /// Set by [`Tree`]: stored tree nodes above level 0 that this batch completed.
+    pub nodes: Vec<TileNode>,
+    /// Set by [`Tree`]: the global root after this batch.
+    pub tree_root: Option<Hash>,
+}
+
+impl<'a> Candidate<'a> {
+    pub fn new(input: HashedRef<'a>) -> Candidate<'a> {
+        Candidate { input, seq: 0, first_leaf: 0, time: None, chain: None, nodes: Vec::new(), tree_root: None }
+    }
+
+    fn header(&self) -> Result<BatchHeader, StageError> {
+        Ok(BatchHeader {
+            seq: self.seq,
+            first_leaf: self.first_leaf,
+            leaf_count: self.input.len() as u64,
+            root: Hash(self.input.root),
+            time: self.time.clone().ok_or(StageError::OutOfOrder { stage: "chain", needs: "timestamp" })?,
+        })
+    }
+}
+
+/// What a stage decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// On to the next stage.
+    Continue,
+    /// Already sequenced: answer with the first answer, store nothing.
+    Duplicate(Duplicate),
+    /// Refused (the batch is dropped and logged; its request times out).
+    Reject(String),
+}
+
+/// A broken invariant: stop the sequencer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StageError {
+    #[error("stage {stage} ran before {needs}")]
+    OutOfOrder { stage: &'static str, needs: &'static str },
+    #[error("chain: {0}")]
+    Chain(#[from] chronos_ledger::ChainError),
+    #[error("leaf index overflow at seq {0}")]
+    Overflow(u64),
+}
+
+/// One stage of the spine.
+pub trait Stage: Send {
+    /// Short name for logs and metrics.
+    fn name(&self) -> &'static str;
+    /// Applies the stage to `c`.
+    fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError>;
+    /// Called on every stage once `c` passed them all and was handed on.
+    fn passed(&mut self, _c: &Candidate<'_>) {}
+}
+
+/// Remembered answer for an idempotency key.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    seq: u64,
+    first_leaf: u64,
+    leaf_count: u64,
+}
+
+/// Refuses malformed batches and answers bodies seen within the window.
+#[derive(Debug)]
+pub struct Validate {
+    window: Duration,
+    max_events: usize,
+    seen: HashMap<[u8; 32], Seen>,
+    order: VecDeque<(Instant, [u8; 32])>,
+}
+
+impl Validate {
+    /// `recent`: keys already committed, with their age.
+    pub fn new(window: Duration, max_events: usize, recent: &[chronos_vault::store::RecentKey]) -> Validate {
+        let mut v = Validate { window, max_events, seen: HashMap::new(), order: VecDeque::new() };
+        let now = Instant::now();
+        for k in recent {
+            let at = now.checked_sub(k.age).unwrap_or(now);
+            v.remember(at, k.key, Seen { seq: k.seq, first_leaf: k.first_leaf, leaf_count: k.leaf_count });
+        }
+        v
+    }
+
+    fn remember(&mut self, at: Instant, key: [u8; 32], seen: Seen) {
+        self.seen.insert(key, seen);
+        self.order.push_back((at, key));
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, key)) = self.order.front().copied() {
+            if now.duration_since(at) < self.window {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&key);
+        }
+    }
+
+    /// Keys remembered.
+    pub fn remembered(&self) -> usize {
+        self.seen.len()
+    }
+}
+
+impl Stage for Validate {
+    fn name(&self) -> &'static str {
+        "validate"
+    }
+
+    fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
+        let now = Instant::now();
+        self.expire(now);
+        if c.input.len() > self.max_events {
+            return Ok(Verdict::Reject(format!("{} events, over the limit of {}", c.input.len(), self.max_events)));
+        }
+        if let Some(s) = self.seen.get(&c.input.key) {
+            return Ok(Verdict::Duplicate(Duplicate {
+                reply: c.input.reply,
+                seq: s.seq,
+                first_leaf: s.first_leaf,
+                leaf_count: s.leaf_count,
+            }));
+        }
+        Ok(Verdict::Continue)
+    }
+
+    fn passed(&mut self, c: &Candidate<'_>) {
+        let seen = Seen { seq: c.seq, first_leaf: c.first_leaf, leaf_count: c.input.len() as u64 };
+        self.remember(Instant::now(), c.input.key, seen);
+    }
+}
+
+/// Assigns batch seq and global leaf indices.
+#[derive(Debug)]
+pub struct Sequence {
+    next_seq: u64,
+    next_leaf: u64,
+}
+
+impl Sequence {
+    pub fn new(head: &ChainHead) -> Sequence {
+        Sequence { next_seq: head.seq + 1, next_leaf: head.size }
+    }
+}
+
+impl Stage for Sequence {
+    fn name(&self) -> &'static str {
+        "sequence"
+    }
+    fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
+        c.seq = self.next_seq;
+        c.first_leaf = self.next_leaf;
+        self.next_leaf = self.next_leaf.checked_add(c.input.len() as u64).ok_or(StageError::Overflow(c.seq))?;
+        self.next_seq += 1;
+        Ok(Verdict::Continue)
+    }
+}
+
+/// Stamps the batch with the host clock, recorded as source `local` with
+/// uncertainty 0 meaning "not measured". Never goes backwards: a clock
+/// stepped back repeats the last time.
+#[derive(Debug)]
+pub struct Timestamp {
+    last: u64,
+}
+
+impl Timestamp {
+    /// `last`: the newest time already in the chain.
+    pub fn new(last: u64) -> Timestamp {
+        Timestamp { last }
+    }
+}
+
+/// Now, in ns since the epoch.
+pub fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Stage for Timestamp {
+    fn name(&self) -> &'static str {
+        "timestamp"
+    }
+    fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
+        self.last = self.last.max(now_ns());
+        c.time = Some(TrustedTime { time: TimeNs(self.last), uncertainty_ns: 0, source: TimeSource::local() });
+        Ok(Verdict::Continue)
+    }
+}
+
+/// Links the batch into the hash chain.
+#[derive(Debug)]
+pub struct Chain {
+    hasher: TreeHasher,
+    head: ChainHead,
+}
+
+impl Chain {
+    pub fn new(hasher: TreeHasher, head: ChainHead) -> Chain {
+        Chain { hasher, head }
+    }
+}
+
+impl Stage for Chain {
+    fn name(&self) -> &'static str {
+        "chain"
+    }
+    fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
+        let header = c.header()?;
+        self.head = self.head.next(&self.hasher, &header)?;
+        c.chain = Some(self.head.hash);
+        Ok(Verdict::Continue)
+    }
+}
+
+/// Appends the leaves to the global tree's compact range, collecting the
+/// nodes the vault stores as tiles.
+#[derive(Debug)]
+pub struct Tree {
+    hasher: TreeHasher,
+    range: CompactRange,
+}
+
+impl Tree {
+    pub fn new(hasher: TreeHasher, range: CompactRange) -> Tree {
+        Tree { hasher, range }
+    }
+}
+
+impl Stage for Tree {
+    fn name(&self) -> &'static str {
+        "tree"
+    }
+    fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
+        if self.range.size() != c.first_leaf {
+            return Err(StageError::OutOfOrder { stage: "tree", needs: "sequence of the previous batch" });
+        }
+        let nodes = &mut c.nodes;
+        for leaf in c.input.leaves() {
+            self.range.append(&self.hasher, Hash(leaf), |id, h| {
+                // Level 0 travels as the record's leaf hashes already.
+                if id.level > 0 && chronos_vault::tiles::is_stored(id) {
+                    nodes.push(TileNode { level: id.level, index: id.index, hash: h.0 });
+                }
+            });
+        }
+        c.tree_root = Some(self.range.root(&self.hasher));
+        Ok(Verdict::Continue)
+    }
+}
+
