@@ -12,12 +12,133 @@ use serde::{Deserialize, Serialize};
 /// Name of the configuration file inside the data directory.
 pub const CONFIG_FILE: &str = "chronos.toml";
 
-/// The file's contents.
+/// The file's contents. Every section but `[log]` is optional; each key
+/// can be overridden by the environment variable `CHRONOS_<SECTION>_<KEY>`
+/// (upper case, for example `CHRONOS_INGEST_LISTEN=0.0.0.0:5000`), and
+/// some by flags of `chronos up`. Precedence: flag, environment, file, default.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The log's identity. Fixed when the log is created.
     pub log: LogConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    #[serde(default)]
+    pub vault: VaultConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[ingest]`: the HTTP front door.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Address to listen on (all ingest processes share it).
+    pub listen: String,
+    /// Ingest processes (1..=64).
+    pub processes: u16,
+    /// File holding the bearer token required on POST /ingest ("" = no
+    /// auth). The token itself can also come from CHRONOS_INGEST_TOKEN.
+    pub token_file: String,
+    /// Largest request body as received, bytes.
+    pub max_body_bytes: u64,
+    /// Largest body after decompression, bytes (sizes the rings: about 4
+    /// times this much shared memory per ring).
+    pub max_decoded_bytes: u64,
+    /// Largest single event, bytes.
+    pub max_event_bytes: u64,
+    /// Most events in one body.
+    pub max_events: u64,
+    /// How long a request waits for its commit before answering 503, ms.
+    pub ack_timeout_ms: u64,
+    /// Retry-After on 503 answers, seconds.
+    pub retry_after_secs: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> IngestConfig {
+        let l = chronos_ingest::body::Limits::default();
+        IngestConfig {
+            listen: "127.0.0.1:5000".into(),
+            processes: 1,
+            token_file: String::new(),
+            max_body_bytes: l.max_body as u64,
+            max_decoded_bytes: l.max_decoded as u64,
+            max_event_bytes: l.max_event as u64,
+            max_events: l.max_events as u64,
+            ack_timeout_ms: 30_000,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+/// `[pipeline]`: hashers and the sequencer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Hasher processes; 0 = one per core.
+    pub hashers: u16,
+    /// How long a body's idempotency key is remembered (a retry within
+    /// this window gets the first answer), seconds.
+    pub key_window_secs: u64,
+    /// Interval between checkpoints (signed when the log grew), ms.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> PipelineConfig {
+        PipelineConfig { hashers: 0, key_window_secs: 900, checkpoint_interval_ms: 1000 }
+    }
+}
+
+/// `[vault]`: how the vault writer groups batches into transactions.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultConfig {
+    /// Most batches per transaction.
+    pub flush_max_batches: u64,
+    /// Flush once this many bytes are gathered.
+    pub flush_max_bytes: u64,
+    /// Flush once the oldest gathered batch waited this long, ms.
+    pub flush_max_age_ms: u64,
+}
+
+impl Default for VaultConfig {
+    fn default() -> VaultConfig {
+        VaultConfig { flush_max_batches: 1024, flush_max_bytes: 16 << 20, flush_max_age_ms: 5 }
+    }
+}
+
+/// `[database]`: where the ledger lives.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL (`postgres://user:password@host:port/db`); "" = the
+    /// embedded cluster under DATA_DIR/pg.
+    pub url: String,
+    /// TCP port of the embedded cluster on 127.0.0.1 (chosen by `chronos init`).
+    pub embedded_port: u16,
+}
+
+/// `[metrics]`: Prometheus endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Base address for /metrics of the processes without an HTTP port:
+    /// orchestrator at this port, vault writer at +1, hasher i at +2+i.
+    /// Port 0 lets each pick a free port. Ingest serves /metrics on its own
+    /// listener. Each process writes its address to DATA_DIR/run/<name>.metrics.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig { listen: "127.0.0.1:9640".into() }
+    }
 }
 
 /// `[log]`: the log's identity. Changing any of these after logs are stored
@@ -53,12 +174,21 @@ pub struct LogSettings {
 }
 
 impl Config {
-    /// Reads and validates `DIR/chronos.toml`.
+    /// Reads and validates `DIR/chronos.toml`'s `[log]`.
     pub fn load(data_dir: &Path) -> anyhow::Result<LogSettings> {
+        Ok(Config::load_all(data_dir)?.0)
+    }
+
+    /// Reads `DIR/chronos.toml` with `CHRONOS_*` overrides applied, and
+    /// validates `[log]`.
+    pub fn load_all(data_dir: &Path) -> anyhow::Result<(LogSettings, Config)> {
         let path = data_dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let cfg: Config = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        cfg.validate(data_dir).with_context(|| format!("in {}", path.display()))
+        let mut table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        apply_env(&mut table, std::env::vars())?;
+        let cfg: Config = table.try_into().with_context(|| format!("in {} (with CHRONOS_* overrides)", path.display()))?;
+        let log = cfg.clone().validate(data_dir).with_context(|| format!("in {}", path.display()))?;
+        Ok((log, cfg))
     }
 
     fn validate(self, data_dir: &Path) -> anyhow::Result<LogSettings> {
@@ -85,6 +215,33 @@ impl Config {
             verifier_key: data_dir.join(l.verifier_key),
         })
     }
+}
+
+/// Sections whose keys the environment may override (not `[log]`: the
+/// log's identity comes from the file only).
+const ENV_SECTIONS: [&str; 5] = ["ingest", "pipeline", "vault", "database", "metrics"];
+
+/// Applies `CHRONOS_<SECTION>_<KEY>` variables. The value is read as a TOML
+/// value when it parses as one (numbers, booleans), else as a string. An
+/// unknown key under a known section is an error, like in the file.
+fn apply_env(table: &mut toml::Table, vars: impl Iterator<Item = (String, String)>) -> anyhow::Result<()> {
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix("CHRONOS_") else { continue };
+        let rest = rest.to_ascii_lowercase();
+        let Some(section) = ENV_SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else { continue };
+        let key = &rest[section.len() + 1..];
+        if *section == "ingest" && key == "token" {
+            continue; // read directly by ingest; never written into the table
+        }
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let entry = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(t) = entry else { bail!("[{section}] in the file is not a table") };
+        t.insert(key.to_owned(), parsed);
+    }
+    Ok(())
 }
 
 impl LogSettings {

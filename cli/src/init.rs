@@ -61,6 +61,11 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
             signing_key: "log.key".into(),
             verifier_key: "log.vkey".into(),
         },
+        ingest: Default::default(),
+        pipeline: Default::default(),
+        vault: Default::default(),
+        database: crate::config::DatabaseConfig { url: String::new(), embedded_port: free_port()? },
+        metrics: Default::default(),
     };
     let text = format!(
         "# Chronos configuration, written by `chronos init`.\n\
@@ -69,6 +74,12 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
         toml::to_string(&cfg)?
     );
     write_new(&config_path, 0o644, text.as_bytes())
+}
+
+/// A TCP port free on 127.0.0.1 now, for the embedded PostgreSQL.
+fn free_port() -> anyhow::Result<u16> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port for the embedded PostgreSQL")?;
+    Ok(l.local_addr()?.port())
 }
 
 /// Writes a file that must not exist yet, with `mode` from the start (a

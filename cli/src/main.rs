@@ -1,12 +1,18 @@
 //! `chronos`: the composition root of Chronos. It is the only crate that
 //! knows every other one; services never depend on each other.
 //!
-//! Commands so far: `init` creates a log (signing key, verifier key, hash
-//! algorithm, configuration). Exit codes: 0 success, 1 verification found
-//! tampering (for the verify commands), 2 could not do the job.
+//! Commands: `init` creates a log (signing key, verifier key, hash
+//! algorithm, configuration); `up` runs everything (see [`up`]). The
+//! services `ingest`, `hasher`, `orchestrator` and `vault-writer` are
+//! subcommands too, started by `up` (hidden from help). Exit codes: 0
+//! success, 1 verification found tampering (for the verify commands), 2
+//! could not do the job.
 
 mod config;
+mod embedded;
 mod init;
+mod services;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +42,48 @@ enum Command {
         #[arg(long, value_enum, default_value_t = HashArg::Blake3)]
         hash: HashArg,
     },
+    /// Run Chronos: PostgreSQL (embedded unless --database-url), vault writer,
+    /// orchestrator, hashers and ingest, restarting any that dies. Ctrl-C stops.
+    Up {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Use this PostgreSQL instead of the embedded cluster.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Address for POST /ingest (default 127.0.0.1:5000, or ingest.listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Hasher processes (default: one per core, or pipeline.hashers).
+        #[arg(long)]
+        hashers: Option<u16>,
+        /// Ingest processes sharing the listen port (default 1, or ingest.processes).
+        #[arg(long)]
+        ingests: Option<u16>,
+    },
+    #[command(hide = true)]
+    Ingest {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        slot: u16,
+    },
+    #[command(hide = true)]
+    Hasher {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        index: u16,
+    },
+    #[command(hide = true)]
+    Orchestrator {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    #[command(hide = true)]
+    VaultWriter {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -63,6 +111,26 @@ impl From<HashArg> for HashAlg {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Up { data_dir, database_url, listen, hashers, ingests } => {
+            services::init_tracing("up");
+            up::up(&data_dir, up::Overrides { database_url, listen, hashers, ingests })
+        }
+        Command::Ingest { data_dir, slot } => {
+            services::init_tracing("ingest");
+            services::ingest(&services::Plan::load(&data_dir)?, slot)
+        }
+        Command::Hasher { data_dir, index } => {
+            services::init_tracing("hasher");
+            services::hasher(&services::Plan::load(&data_dir)?, index)
+        }
+        Command::Orchestrator { data_dir } => {
+            services::init_tracing("orchestrator");
+            services::orchestrator(&services::Plan::load(&data_dir)?)
+        }
+        Command::VaultWriter { data_dir } => {
+            services::init_tracing("vault-writer");
+            services::vault_writer(&services::Plan::load(&data_dir)?)
+        }
         Command::Init { data_dir, origin, hash } => {
             let origin = match origin {
                 Some(o) => o,

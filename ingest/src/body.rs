@@ -37,9 +37,11 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// Room for Vector's default batch (10 MB before compression) with margin.
+    /// Room for Vector's default batch (10 MB before compression) with
+    /// margin. The rings between processes are sized from these limits
+    /// (about 4 times `max_decoded` per ring), so raising them costs shared memory.
     fn default() -> Limits {
-        Limits { max_body: 16 << 20, max_decoded: 32 << 20, max_event: 1 << 20, max_events: 1_000_000 }
+        Limits { max_body: 16 << 20, max_decoded: 16 << 20, max_event: 1 << 20, max_events: 1 << 17 }
     }
 }
 

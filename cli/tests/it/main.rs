@@ -87,3 +87,5 @@ fn bad_origins_are_refused_with_the_flag_named() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--origin"));
 }
+
+mod pipeline;

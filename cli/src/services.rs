@@ -1,0 +1,293 @@
+//! Running one service process (`chronos ingest|hasher|orchestrator|vault-writer`):
+//! validated settings from the configuration, structured logs, `/metrics`,
+//! and a stop flag raised by SIGTERM/SIGINT or by the death of the
+//! supervisor that started us.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail, ensure};
+use chronos_wire::{RingNames, Topology, instance_id};
+use prometheus_client::registry::Registry;
+
+use crate::config::{Config, LogSettings};
+
+/// Everything a service needs, validated once.
+#[derive(Debug)]
+pub struct Plan {
+    pub data_dir: PathBuf,
+    pub log: LogSettings,
+    pub cfg: Config,
+    pub topology: Topology,
+    pub names: RingNames,
+}
+
+impl Plan {
+    pub fn load(data_dir: &Path) -> anyhow::Result<Plan> {
+        let (log, cfg) = Config::load_all(data_dir)?;
+        let i = &cfg.ingest;
+        ensure!((1..=64).contains(&i.processes), "ingest.processes: {} is not in 1..=64", i.processes);
+        ensure!(cfg.pipeline.hashers <= 256, "pipeline.hashers: {} is not in 0..=256", cfg.pipeline.hashers);
+        for (k, v, max) in [
+            ("ingest.max_body_bytes", i.max_body_bytes, 1u64 << 30),
+            ("ingest.max_decoded_bytes", i.max_decoded_bytes, 1 << 30),
+            ("ingest.max_event_bytes", i.max_event_bytes, 1 << 30),
+            ("ingest.max_events", i.max_events, 1 << 24),
+            ("ingest.ack_timeout_ms", i.ack_timeout_ms, 3_600_000),
+            ("vault.flush_max_batches", cfg.vault.flush_max_batches, 1 << 20),
+            ("vault.flush_max_bytes", cfg.vault.flush_max_bytes, 1 << 32),
+            ("pipeline.checkpoint_interval_ms", cfg.pipeline.checkpoint_interval_ms, 3_600_000),
+            ("pipeline.key_window_secs", cfg.pipeline.key_window_secs, 30 * 86_400),
+        ] {
+            ensure!((1..=max).contains(&v), "{k}: {v} is not in 1..={max}");
+        }
+        ensure!(i.max_event_bytes <= i.max_decoded_bytes, "ingest.max_event_bytes exceeds ingest.max_decoded_bytes");
+        i.listen.parse::<SocketAddr>().with_context(|| format!("ingest.listen: {:?} is not host:port", i.listen))?;
+        cfg.metrics.listen.parse::<SocketAddr>().with_context(|| format!("metrics.listen: {:?} is not host:port", cfg.metrics.listen))?;
+        let hashers = match cfg.pipeline.hashers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(256) as u16),
+            n => n,
+        };
+        let topology = Topology { ingests: i.processes, hashers, max_decoded: i.max_decoded_bytes, max_events: i.max_events };
+        let names = RingNames::new(&instance_id(data_dir));
+        Ok(Plan { data_dir: data_dir.to_path_buf(), log, cfg, topology, names })
+    }
+
+    /// The database URL; the supervisor resolves the embedded one and
+    /// passes it down as `CHRONOS_DATABASE_URL`.
+    pub fn database_url(&self) -> anyhow::Result<String> {
+        if self.cfg.database.url.is_empty() {
+            bail!("database.url is empty: start the services with `chronos up`, which runs the embedded PostgreSQL, or set CHRONOS_DATABASE_URL");
+        }
+        Ok(self.cfg.database.url.clone())
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.data_dir.join("run")
+    }
+
+    fn hasher(&self) -> anyhow::Result<chronos_ledger::TreeHasher> {
+        self.log.hasher(std::env::var("CHRONOS_HMAC_KEY").ok().as_deref())
+    }
+
+    fn limits(&self) -> chronos_ingest::body::Limits {
+        let i = &self.cfg.ingest;
+        chronos_ingest::body::Limits {
+            max_body: i.max_body_bytes as usize,
+            max_decoded: i.max_decoded_bytes as usize,
+            max_event: i.max_event_bytes as usize,
+            max_events: i.max_events as usize,
+        }
+    }
+}
+
+/// Structured logs on stderr: `RUST_LOG` filters (default info),
+/// `CHRONOS_LOG_FORMAT=json` for JSON lines.
+pub fn init_tracing(process: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tokio_postgres=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let res = if std::env::var("CHRONOS_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().try_init()
+    } else {
+        builder.with_target(false).try_init()
+    };
+    let _ = res;
+    tracing::debug!(process, "logging started");
+}
+
+/// A flag set by SIGTERM or SIGINT, or when the parent (the supervisor)
+/// dies, so no service outlives `chronos up`.
+pub fn stop_flag(watch_parent: bool) -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let parent = nix::unistd::getppid();
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+                return;
+            };
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = int.recv() => break,
+                    _ = tick.tick() => {
+                        if watch_parent && nix::unistd::getppid() != parent {
+                            tracing::warn!("the supervisor died; stopping");
+                            break;
+                        }
+                    }
+                }
+            }
+            s.store(true, Ordering::Relaxed);
+        });
+    })?;
+    Ok(stop)
+}
+
+/// Serves `registry` on `/metrics` at `addr` in a background thread, and
+/// records the bound address in `DATA_DIR/run/<name>.metrics`. A port
+/// already in use is logged, not fatal: metrics never stop the ledger.
+pub fn serve_metrics(plan: &Plan, name: &str, addr: SocketAddr, registry: Registry) {
+    let registry = Arc::new(registry);
+    let file = plan.run_dir().join(format!("{name}.metrics"));
+    let name = name.to_owned();
+    let spawned = std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async move {
+            let listener = match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "cannot serve /metrics");
+                    return;
+                }
+            };
+            if let Ok(a) = listener.local_addr() {
+                let _ = std::fs::write(&file, format!("{a}\n"));
+                tracing::info!(process = name, addr = %a, "metrics at /metrics");
+            }
+            let app = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let registry = registry.clone();
+                    async move {
+                        let mut out = String::new();
+                        let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+                        ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+                    }
+                }),
+            );
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics thread");
+    }
+}
+
+fn metrics_addr(plan: &Plan, offset: u16) -> SocketAddr {
+    let mut a: SocketAddr = plan.cfg.metrics.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    if a.port() != 0 {
+        a.set_port(a.port().saturating_add(offset));
+    }
+    a
+}
+
+fn supervised() -> bool {
+    std::env::var_os("CHRONOS_SUPERVISED").is_some()
+}
+
+pub fn hasher(plan: &Plan, index: u16) -> anyhow::Result<()> {
+    ensure!(index < plan.topology.hashers, "--index {index}: there are {} hashers", plan.topology.hashers);
+    let settings = chronos_hasher::Settings { names: plan.names.clone(), topology: plan.topology, index, hasher: plan.hasher()? };
+    let metrics = chronos_hasher::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    serve_metrics(plan, &format!("hasher-{index}"), metrics_addr(plan, 2 + index), registry);
+    let stop = stop_flag(supervised())?;
+    chronos_hasher::run(&settings, &stop, &metrics)?;
+    Ok(())
+}
+
+pub fn orchestrator(plan: &Plan) -> anyhow::Result<()> {
+    let key_text = std::fs::read_to_string(&plan.log.verifier_key)
+        .with_context(|| format!("reading {}", plan.log.verifier_key.display()))?;
+    let settings = chronos_orchestrator::Settings {
+        names: plan.names.clone(),
+        topology: plan.topology,
+        hasher: plan.hasher()?,
+        origin: plan.log.origin.clone(),
+        signer: Arc::new(plan.log.signer()?),
+        verifier_key: key_text.trim_end().to_owned(),
+        key_check: plan.log.key_check,
+        database_url: plan.database_url()?,
+        checkpoint_interval: Duration::from_millis(plan.cfg.pipeline.checkpoint_interval_ms),
+        key_window: Duration::from_secs(plan.cfg.pipeline.key_window_secs),
+    };
+    let metrics = chronos_orchestrator::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    serve_metrics(plan, "orchestrator", metrics_addr(plan, 0), registry);
+    let stop = stop_flag(supervised())?;
+    chronos_orchestrator::run(&settings, &stop, &metrics)?;
+    Ok(())
+}
+
+pub fn vault_writer(plan: &Plan) -> anyhow::Result<()> {
+    let v = &plan.cfg.vault;
+    let settings = chronos_vault_writer::Settings {
+        names: plan.names.clone(),
+        topology: plan.topology,
+        hasher: plan.hasher()?,
+        origin: plan.log.origin.clone(),
+        database_url: plan.database_url()?,
+        flush: chronos_vault_writer::FlushLimits {
+            max_batches: v.flush_max_batches as usize,
+            max_bytes: v.flush_max_bytes as usize,
+            max_age: Duration::from_millis(v.flush_max_age_ms),
+        },
+        key_window: Duration::from_secs(plan.cfg.pipeline.key_window_secs),
+    };
+    let metrics = chronos_vault_writer::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    serve_metrics(plan, "vault-writer", metrics_addr(plan, 1), registry);
+    let stop = stop_flag(supervised())?;
+    chronos_vault_writer::run(&settings, &stop, &metrics)?;
+    Ok(())
+}
+
+/// The bearer token: `CHRONOS_INGEST_TOKEN`, else `ingest.token_file`.
+fn token(plan: &Plan) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var("CHRONOS_INGEST_TOKEN") {
+        ensure!(!t.trim().is_empty(), "CHRONOS_INGEST_TOKEN is set but empty");
+        return Ok(Some(t.trim().to_owned()));
+    }
+    let f = &plan.cfg.ingest.token_file;
+    if f.is_empty() {
+        return Ok(None);
+    }
+    let path = plan.data_dir.join(f);
+    let t = std::fs::read_to_string(&path).with_context(|| format!("ingest.token_file: reading {}", path.display()))?;
+    ensure!(!t.trim().is_empty(), "ingest.token_file: {} is empty", path.display());
+    Ok(Some(t.trim().to_owned()))
+}
+
+pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
+    ensure!(slot < plan.topology.ingests, "--slot {slot}: there are {} ingest processes", plan.topology.ingests);
+    let i = &plan.cfg.ingest;
+    let settings = chronos_ingest::server::Settings {
+        names: plan.names.clone(),
+        topology: plan.topology,
+        slot,
+        limits: plan.limits(),
+        token: token(plan)?,
+        ack_timeout: Duration::from_millis(i.ack_timeout_ms),
+        retry_after_secs: i.retry_after_secs,
+    };
+    let addr: SocketAddr = i.listen.parse()?;
+    let listener = chronos_ingest::server::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::fs::create_dir_all(plan.run_dir())?;
+    std::fs::write(plan.run_dir().join(format!("ingest-{slot}.addr")), format!("{bound}\n"))?;
+    let stop = stop_flag(supervised())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let shutdown = async move {
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    rt.block_on(chronos_ingest::server::serve(
+        settings,
+        listener,
+        chronos_ingest::server::Metrics::default(),
+        Registry::default(),
+        shutdown,
+    ))?;
+    Ok(())
+}

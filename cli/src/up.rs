@@ -1,0 +1,287 @@
+//! `chronos up`: the supervisor. It starts PostgreSQL (embedded, unless a
+//! URL is given), applies migrations, then the services, each a child
+//! process running this same binary: vault writer, orchestrator, hashers,
+//! ingest. A child that dies is restarted with backoff (100 ms doubling to
+//! 5 s, reset after 30 s of life). Ctrl-C or SIGTERM stops them in pipeline
+//! order (ingest first, vault writer last, so everything accepted is
+//! committed and covered by a final checkpoint), then PostgreSQL.
+//!
+//! Each child's pid is in `DATA_DIR/run/<name>.pid`, its metrics address in
+//! `DATA_DIR/run/<name>.metrics`, the ingest address in `run/ingest-<slot>.addr`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::embedded::Embedded;
+use crate::services::Plan;
+
+/// Flags of `chronos up` that override the configuration.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub database_url: Option<String>,
+    pub listen: Option<String>,
+    pub hashers: Option<u16>,
+    pub ingests: Option<u16>,
+}
+
+struct Proc {
+    name: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    started: Instant,
+    backoff: Duration,
+    restart_at: Option<Instant>,
+    restarts: u32,
+}
+
+struct Supervisor {
+    exe: PathBuf,
+    data_dir: PathBuf,
+    env: Vec<(String, String)>,
+    run_dir: PathBuf,
+}
+
+impl Supervisor {
+    fn spawn(&self, p: &mut Proc) -> anyhow::Result<()> {
+        let mut c = Command::new(&self.exe);
+        c.args(&p.args).arg("--data-dir").arg(&self.data_dir).stdin(Stdio::null()).env("CHRONOS_SUPERVISED", "1");
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        let child = c.spawn().with_context(|| format!("starting {}", p.name))?;
+        std::fs::write(self.run_dir.join(format!("{}.pid", p.name)), format!("{}\n", child.id()))?;
+        tracing::info!(process = p.name, pid = child.id(), "started");
+        p.child = Some(child);
+        p.started = Instant::now();
+        p.restart_at = None;
+        Ok(())
+    }
+
+    /// Restarts dead children whose backoff elapsed.
+    fn tend(&self, procs: &mut [Proc]) -> anyhow::Result<()> {
+        for p in procs.iter_mut() {
+            if let Some(child) = p.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                p.child = None;
+                if p.started.elapsed() > Duration::from_secs(30) {
+                    p.backoff = Duration::from_millis(100);
+                }
+                tracing::warn!(process = p.name, %status, restart_in = ?p.backoff, "exited; restarting");
+                p.restart_at = Some(Instant::now() + p.backoff);
+                p.backoff = (p.backoff * 2).min(Duration::from_secs(5));
+                p.restarts += 1;
+            }
+            if p.child.is_none() && p.restart_at.is_some_and(|t| Instant::now() >= t) {
+                self.spawn(p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn proc(name: String, args: Vec<String>) -> Proc {
+    Proc { name, args, child: None, started: Instant::now(), backoff: Duration::from_millis(100), restart_at: None, restarts: 0 }
+}
+
+/// Stops children with SIGTERM, waiting up to `grace`, then SIGKILL.
+fn stop_all(procs: &mut [Proc], grace: Duration) {
+    for p in procs.iter_mut() {
+        if let Some(c) = &p.child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    for p in procs.iter_mut() {
+        let Some(mut c) = p.child.take() else { continue };
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) => {
+                    tracing::info!(process = p.name, %status, "stopped");
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                _ => {
+                    tracing::warn!(process = p.name, "did not stop in time; killing it");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn migrate(url: &str) -> anyhow::Result<()> {
+    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+    let task = tokio::spawn(conn);
+    let report = chronos_vault::schema::migrate(&mut client).await?;
+    tracing::info!(?report, "schema up to date");
+    drop(client);
+    let _ = task.await;
+    Ok(())
+}
+
+/// A URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let cred = &url[s + 3..at];
+            match cred.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &cred[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn signal_received(rt: &tokio::runtime::Runtime) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
+    let mut plan = Plan::load(data_dir)?;
+    if let Some(u) = o.database_url {
+        plan.cfg.database.url = u;
+    }
+    if let Some(l) = o.listen {
+        plan.cfg.ingest.listen = l;
+    }
+    if let Some(h) = o.hashers {
+        plan.cfg.pipeline.hashers = h;
+    }
+    if let Some(i) = o.ingests {
+        plan.cfg.ingest.processes = i;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let stop = signal_received(&rt)?;
+    let run_dir = plan.run_dir();
+    std::fs::create_dir_all(&run_dir)?;
+
+    let mut postgres: Option<(Embedded, Child)> = None;
+    let url = if plan.cfg.database.url.is_empty() {
+        let e = Embedded::prepare(data_dir, plan.cfg.database.embedded_port)?;
+        let child = e.start()?;
+        rt.block_on(e.ready(Duration::from_secs(60)))?;
+        let url = e.url();
+        tracing::info!(port = plan.cfg.database.embedded_port, "embedded PostgreSQL running");
+        postgres = Some((e, child));
+        url
+    } else {
+        plan.cfg.database.url.clone()
+    };
+    rt.block_on(migrate(&url))?;
+    // Re-validate with the overrides, as the children will see them.
+    let hashers = plan.topology.hashers;
+    let env = vec![
+        ("CHRONOS_DATABASE_URL".to_owned(), url.clone()),
+        ("CHRONOS_INGEST_LISTEN".to_owned(), plan.cfg.ingest.listen.clone()),
+        ("CHRONOS_INGEST_PROCESSES".to_owned(), plan.cfg.ingest.processes.to_string()),
+        ("CHRONOS_PIPELINE_HASHERS".to_owned(), if plan.cfg.pipeline.hashers == 0 { hashers } else { plan.cfg.pipeline.hashers }.to_string()),
+    ];
+    let sup = Supervisor { exe: std::env::current_exe()?, data_dir: data_dir.to_path_buf(), env, run_dir: run_dir.clone() };
+    let hashers = if plan.cfg.pipeline.hashers == 0 { hashers } else { plan.cfg.pipeline.hashers };
+    let mut vault = vec![proc("vault-writer".into(), vec!["vault-writer".into()])];
+    let mut orch = vec![proc("orchestrator".into(), vec!["orchestrator".into()])];
+    let mut hash: Vec<Proc> =
+        (0..hashers).map(|h| proc(format!("hasher-{h}"), vec!["hasher".into(), "--index".into(), h.to_string()])).collect();
+    let mut ingest: Vec<Proc> = (0..plan.cfg.ingest.processes)
+        .map(|i| proc(format!("ingest-{i}"), vec!["ingest".into(), "--slot".into(), i.to_string()]))
+        .collect();
+    for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
+        for p in group.iter_mut() {
+            sup.spawn(p)?;
+        }
+    }
+    let mut announced = false;
+    let started = Instant::now();
+    let mut pg_backoff = Duration::from_millis(100);
+    while !*stop.borrow() {
+        for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
+            sup.tend(group)?;
+        }
+        if let Some((e, child)) = postgres.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            tracing::warn!(%status, restart_in = ?pg_backoff, "embedded PostgreSQL exited; restarting it");
+            std::thread::sleep(pg_backoff);
+            pg_backoff = (pg_backoff * 2).min(Duration::from_secs(5));
+            *child = e.start()?;
+        }
+        if !announced && let Ok(addr) = std::fs::read_to_string(run_dir.join("ingest-0.addr")) {
+            announced = true;
+            banner(addr.trim(), data_dir, started);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        rt.block_on(tokio::task::yield_now());
+    }
+    tracing::info!("stopping: ingest, hashers, orchestrator (final checkpoint), vault writer, PostgreSQL");
+    let ack_grace = Duration::from_millis(plan.cfg.ingest.ack_timeout_ms) + Duration::from_secs(5);
+    stop_all(&mut ingest, ack_grace);
+    stop_all(&mut hash, Duration::from_secs(30));
+    stop_all(&mut orch, Duration::from_secs(45));
+    stop_all(&mut vault, Duration::from_secs(45));
+    if let Some((_, mut child)) = postgres {
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+        let _ = child.wait();
+    }
+    remove_drained_rings(&plan);
+    Ok(())
+}
+
+/// Removes this instance's rings that hold no records (all of them after
+/// a clean stop); a ring still holding records is kept for the next start.
+/// Ack rings only hold answers and heartbeats for processes now gone.
+fn remove_drained_rings(plan: &Plan) {
+    for name in plan.names.all(&plan.topology) {
+        let transient = name.contains("-ack-");
+        let empty = transient || chronos_ipc::Consumer::attach(&name).and_then(|c| c.has_records()).is_ok_and(|has| !has);
+        if empty {
+            if let Err(e) = chronos_ipc::ring::remove(&name) {
+                tracing::warn!(ring = name, error = %e, "cannot remove ring");
+            }
+        } else {
+            tracing::info!(ring = name, "ring kept: it holds records for the next start");
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // the command's output
+fn banner(addr: &str, data_dir: &Path, started: Instant) {
+    println!("Chronos is up ({:.1} s). Send logs to http://{addr}/ingest", started.elapsed().as_secs_f64());
+    println!("  curl -X POST http://{addr}/ingest -H 'content-type: application/x-ndjson' --data-binary @events.ndjson");
+    println!("  Vector: a sink of type \"http\" with uri = \"http://{addr}/ingest\" and encoding.codec = \"json\"");
+    println!("  health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
+    println!(
+        "Signed checkpoints: the checkpoints table; the signing key's public half is {}",
+        data_dir.join("log.vkey").display()
+    );
+    println!("Stop: Ctrl-C (everything accepted is committed and covered by a final signed checkpoint).");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}

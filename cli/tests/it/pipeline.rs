@@ -1,0 +1,528 @@
+//! The whole pipeline as real processes (`chronos up`) on a real
+//! PostgreSQL: end to end, every error answer, SIGKILL of each service
+//! under load, and a PostgreSQL crash under load.
+
+use std::collections::HashMap;
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chronos_ledger::{ChainHead, Checkpoint, Hash, NoteVerifier, TreeHasher, tree};
+use chronos_pg_harness::PgCluster;
+
+/// A minimal HTTP/1.1 client (one request per connection), so the tests
+/// see exactly the status, headers and body the server sends.
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub body: String,
+}
+
+pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status line in {head:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Ok(Reply { status, headers, body: body.to_owned() })
+}
+
+/// A running `chronos up` on a test cluster.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub pg: PgCluster,
+    pub url: String,
+    pub up: Option<Child>,
+    pub addr: String,
+    pub stdout: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Stack {
+    pub fn start(env: &[(&str, &str)]) -> Stack {
+        let pg = PgCluster::start().unwrap();
+        let url = pg.url("postgres");
+        let dir = tempfile::Builder::new().prefix("chronos-it-").tempdir_in("/tmp").unwrap();
+        let data = dir.path().join("data");
+        let out = super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/pipeline"], &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let addr = format!("127.0.0.1:{}", free_port());
+        let stdout = dir.path().join("up.log");
+        let mut s = Stack { dir, pg, url, up: None, addr, stdout };
+        s.launch(env);
+        s
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn launch(&mut self, env: &[(&str, &str)]) {
+        let log = std::fs::File::create(&self.stdout).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_chronos"));
+        c.args(["up", "--data-dir", self.data().to_str().unwrap(), "--database-url", &self.url, "--listen", &self.addr])
+            .args(["--hashers", "2"])
+            .env_remove("CHRONOS_DATA_DIR")
+            .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
+            .env("CHRONOS_INGEST_ACK_TIMEOUT_MS", "5000")
+            .env("RUST_LOG", "info,tokio_postgres=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.up = Some(c.spawn().unwrap());
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    pub fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(r) = http(&self.addr, "GET", "/readyz", &[], b"")
+                && r.status == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not ready within {within:?}; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn post(&self, body: &[u8], headers: &[(&str, &str)]) -> Reply {
+        http(&self.addr, "POST", "/ingest", headers, body).unwrap()
+    }
+
+    pub fn pid(&self, name: &str) -> i32 {
+        std::fs::read_to_string(self.data().join("run").join(format!("{name}.pid"))).unwrap().trim().parse().unwrap()
+    }
+
+    /// SIGTERM to `chronos up`, and wait for it (everything stops in order).
+    pub fn stop(&mut self) {
+        let mut up = self.up.take().unwrap();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = up.wait().unwrap();
+        assert!(status.success(), "chronos up exited with {status}; log:\n{}", self.log());
+    }
+
+    pub fn client(&self) -> tokio_postgres::Client {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let url = self.url.clone();
+        let (client, conn) = rt.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls)).unwrap();
+        std::thread::spawn(move || {
+            let _ = rt.block_on(conn);
+        });
+        client
+    }
+
+    /// Checks the ledger the way an outsider would (chain, batch roots,
+    /// global tree, signed checkpoint) and returns every event in leaf order.
+    pub fn check_ledger(&self) -> Vec<Vec<u8>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let client = self.client();
+        let h = TreeHasher::unkeyed(chronos_ledger::HashAlg::Blake3);
+        let vkey = std::fs::read_to_string(self.data().join("log.vkey")).unwrap();
+        let verifier = NoteVerifier::parse(vkey.trim()).unwrap();
+        let batches = rt
+            .block_on(client.query(
+                "SELECT seq, first_leaf, leaf_count, root, chain, time_ns, uncertainty_ns, time_source FROM batches ORDER BY seq",
+                &[],
+            ))
+            .unwrap();
+        let logs = rt
+            .block_on(client.query("SELECT leaf_index, batch_seq, leaf_hash, event FROM logs ORDER BY leaf_index", &[]))
+            .unwrap();
+        let mut head = ChainHead::genesis(&h, "test.example/pipeline");
+        let mut leaves = Vec::new();
+        let mut events = Vec::new();
+        let mut li = 0usize;
+        for b in &batches {
+            let (seq, first, count): (i64, i64, i64) = (b.get(0), b.get(1), b.get(2));
+            let header = chronos_ledger::BatchHeader {
+                seq: seq as u64,
+                first_leaf: first as u64,
+                leaf_count: count as u64,
+                root: Hash::from_slice(b.get(3)).unwrap(),
+                time: chronos_ledger::TrustedTime {
+                    time: chronos_ledger::TimeNs(b.get::<_, i64>(5) as u64),
+                    uncertainty_ns: b.get::<_, i64>(6) as u64,
+                    source: chronos_ledger::TimeSource::new(b.get(7)).unwrap(),
+                },
+            };
+            head = head.next(&h, &header).unwrap_or_else(|e| panic!("batch {seq}: {e}"));
+            assert_eq!(head.hash, Hash::from_slice(b.get(4)).unwrap(), "chain of batch {seq}");
+            let mut batch_leaves = Vec::new();
+            for i in 0..count {
+                let row = &logs[li];
+                li += 1;
+                assert_eq!(row.get::<_, i64>(0), first + i, "leaf index");
+                assert_eq!(row.get::<_, i64>(1), seq, "batch of leaf {}", first + i);
+                let ev: Vec<u8> = row.get(3);
+                let leaf = h.leaf(&ev);
+                assert_eq!(leaf, Hash::from_slice(row.get(2)).unwrap(), "leaf hash of {}", first + i);
+                batch_leaves.push(leaf);
+                events.push(ev);
+            }
+            assert_eq!(tree::root(&h, &batch_leaves), header.root, "root of batch {seq}");
+            leaves.extend(batch_leaves);
+        }
+        assert_eq!(li, logs.len(), "logs rows outside every batch");
+        let note: String = rt
+            .block_on(client.query_one("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1", &[]))
+            .unwrap()
+            .get(0);
+        let (cp, _) = Checkpoint::open(note.as_bytes(), &verifier).unwrap();
+        assert_eq!(cp.size, leaves.len() as u64, "the final checkpoint covers every leaf");
+        assert_eq!(cp.chain_seq, head.seq);
+        assert_eq!(cp.chain_hash, head.hash);
+        assert_eq!(cp.root, tree::root(&h, &leaves), "checkpoint root");
+        events
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if let Some(mut up) = self.up.take() {
+            let _ = up.kill();
+            let _ = up.wait();
+        }
+    }
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// A body of `n` events with ids `tag-0..n`, some padded towards 64 KiB.
+fn body(tag: &str, n: usize, ndjson: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let events: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let pad = match i % 97 {
+                0 => 60_000,
+                1..=3 => 4_000,
+                _ => (i * 37) % 300,
+            };
+            format!("{{\"id\":\"{tag}-{i}\",\"timestamp\":\"2026-11-21T10:00:{:02}Z\",\"pad\":\"{}\"}}", i % 60, "x".repeat(pad))
+                .into_bytes()
+        })
+        .collect();
+    let body = if ndjson {
+        events.iter().flat_map(|e| e.iter().copied().chain([b'\n'])).collect()
+    } else {
+        let mut b = b"[".to_vec();
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                b.extend_from_slice(b",\n  ");
+            }
+            b.extend_from_slice(e);
+        }
+        b.push(b']');
+        b
+    };
+    (body, events)
+}
+
+fn json_u64(body: &str, key: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body:?}: {e}"));
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {body}"))
+}
+
+#[test]
+fn events_are_committed_exactly_once_in_order_with_a_valid_chain_tree_and_checkpoint() {
+    let mut s = Stack::start(&[]);
+    let mut expected: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
+    for r in 0..30 {
+        let (raw, events) = body(&format!("r{r}"), 50 + r * 7, r % 3 == 1);
+        let (payload, mut headers) = match r % 3 {
+            0 => (raw, vec![("content-type", "application/json")]),
+            1 => (raw, vec![("content-type", "application/x-ndjson")]),
+            _ => (gzip(&raw), vec![("content-type", "application/json"), ("content-encoding", "gzip")]),
+        };
+        if r == 5 {
+            headers.retain(|(k, _)| *k != "content-type"); // sniffed
+        }
+        let reply = s.post(&payload, &headers);
+        assert_eq!(reply.status, 200, "request {r}: {}", reply.body);
+        assert_eq!(json_u64(&reply.body, "leaf_count"), events.len() as u64);
+        expected.push((json_u64(&reply.body, "first_leaf"), events));
+    }
+    s.stop();
+    let stored = s.check_ledger();
+    let total: usize = expected.iter().map(|e| e.1.len()).sum();
+    assert!(total > 2000, "{total} events");
+    assert_eq!(stored.len(), total, "every event exactly once");
+    for (first, events) in &expected {
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(&stored[*first as usize + i], e, "event {i} of the batch at {first}");
+        }
+    }
+    assert!(s.log().contains("Chronos is up"), "{}", s.log());
+}
+
+#[test]
+fn every_error_answer_names_the_problem_and_stores_nothing() {
+    let mut s = Stack::start(&[("CHRONOS_INGEST_TOKEN", "s3cret"), ("CHRONOS_INGEST_MAX_BODY_BYTES", "100000")]);
+    let auth = ("authorization", "Bearer s3cret");
+    let json = ("content-type", "application/json");
+    // Health checks as Vector does them.
+    assert_eq!(http(&s.addr, "HEAD", "/ingest", &[], b"").unwrap().status, 200);
+    assert_eq!(http(&s.addr, "GET", "/healthz", &[], b"").unwrap().status, 200);
+    // 401 without or with a wrong token.
+    let r = s.post(b"[{}]", &[json]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers.get("www-authenticate").map(String::as_str), Some("Bearer"));
+    assert_eq!(s.post(b"[{}]", &[json, ("authorization", "Bearer nope!")]).status, 401);
+    // 400 with the event's index.
+    for (body, index, what) in [
+        (&b"[{\"a\":1}, 5]"[..], Some(1), "not a JSON object"),
+        (&b"[{\"a\":1}, {\"b\":"[..], Some(1), "event 1"),
+        (&b"{\"a\":1}\n\n{\"b\":2}\n"[..], Some(1), "event 1"),
+        (&b"[{\"a\":\"\xff\"}]"[..], Some(0), "event 0"),
+        (&b"[]"[..], None, "no events"),
+    ] {
+        let ct = if body.starts_with(b"{") { ("content-type", "application/x-ndjson") } else { json };
+        let r = s.post(body, &[auth, ct]);
+        assert_eq!(r.status, 400, "{:?}: {}", String::from_utf8_lossy(body), r.body);
+        assert!(r.body.contains(what), "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["event_index"].as_u64(), index.map(|i| i as u64), "{}", r.body);
+    }
+    // 413: a body over the limit, and a small gzip bomb.
+    let (big, _) = body("big", 200, false);
+    assert!(big.len() > 100_000);
+    assert_eq!(s.post(&big, &[auth, json]).status, 413);
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(&vec![b' '; 20 << 20]).unwrap();
+    let bomb = e.finish().unwrap();
+    assert!(bomb.len() < 100_000);
+    let r = s.post(&bomb, &[auth, json, ("content-encoding", "gzip")]);
+    assert_eq!(r.status, 413, "{}", r.body);
+    // 415.
+    assert_eq!(s.post(b"[{}]", &[auth, json, ("content-encoding", "br")]).status, 415);
+    // The same body twice: the first answer again, stored once.
+    let (b, events) = body("dup", 10, true);
+    let nd = ("content-type", "application/x-ndjson");
+    let first = s.post(&b, &[auth, nd]);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let again = s.post(&b, &[auth, nd]);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers.get("chronos-replay").map(String::as_str), Some("true"));
+    s.stop();
+    let stored = s.check_ledger();
+    assert_eq!(stored, events, "only the accepted body, once");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let keys: i64 = rt.block_on(s.client().query_one("SELECT count(*) FROM ingest_keys", &[])).unwrap().get(0);
+    assert_eq!(keys, 1);
+}
+
+/// Sends unique bodies from `threads` clients, retrying each (same bytes)
+/// until it is acknowledged, as Vector does; records every answer.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(u64, Vec<Vec<u8>>)>>>,
+    unavailable: Arc<Mutex<u64>>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: &str, threads: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let unavailable = Arc::new(Mutex::new(0));
+        let handles = (0..threads)
+            .map(|t| {
+                let (stop, acked, unavailable, addr) = (stop.clone(), acked.clone(), unavailable.clone(), addr.to_owned());
+                std::thread::spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let ndjson = n % 2 == 0;
+                        let (b, events) = body(&format!("t{t}-{n}"), 20 + (n % 5) * 10, ndjson);
+                        let ct = if ndjson { "application/x-ndjson" } else { "application/json" };
+                        n += 1;
+                        let deadline = Instant::now() + Duration::from_secs(120);
+                        loop {
+                            assert!(Instant::now() < deadline, "a body was not acknowledged within 120 s");
+                            match http(&addr, "POST", "/ingest", &[("content-type", ct)], &b) {
+                                Ok(r) if r.status == 200 => {
+                                    acked.lock().unwrap().push((json_u64(&r.body, "first_leaf"), events));
+                                    break;
+                                }
+                                Ok(r) if r.status == 503 => {
+                                    assert!(r.headers.contains_key("retry-after"), "503 without Retry-After");
+                                    *unavailable.lock().unwrap() += 1;
+                                    std::thread::sleep(Duration::from_millis(50));
+                                }
+                                Ok(r) => panic!("unexpected answer {}: {}", r.status, r.body),
+                                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load { stop, acked, unavailable, handles }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Waits until `n` more bodies are acknowledged.
+    fn progress(&self, n: usize, within: Duration, log: impl Fn() -> String) {
+        let want = self.acked() + n;
+        let deadline = Instant::now() + within;
+        while self.acked() < want {
+            assert!(Instant::now() < deadline, "no progress within {within:?}; log:\n{}", log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> (Vec<(u64, Vec<Vec<u8>>)>, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        let unavailable = *self.unavailable.lock().unwrap();
+        (acked, unavailable)
+    }
+}
+
+/// Every acknowledged body is stored at its answered range, byte-exact,
+/// and nothing else is stored (each body was retried until acknowledged).
+fn check_acked(stored: &[Vec<u8>], acked: &[(u64, Vec<Vec<u8>>)]) {
+    for (first, events) in acked {
+        for (i, e) in events.iter().enumerate() {
+            let at = *first as usize + i;
+            assert!(at < stored.len(), "acknowledged leaf {at} is missing");
+            assert_eq!(&stored[at], e, "leaf {at}");
+        }
+    }
+    let total: usize = acked.iter().map(|a| a.1.len()).sum();
+    assert_eq!(stored.len(), total, "stored events = acknowledged events (no duplicates, no strays)");
+}
+
+fn sigkill(pid: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+#[test]
+fn sigkill_of_each_service_under_load_loses_and_duplicates_nothing() {
+    let mut s = Stack::start(&[]);
+    let load = Load::start(&s.addr, 3);
+    load.progress(20, Duration::from_secs(60), || s.log());
+    for round in 0..3 {
+        for name in ["vault-writer", "hasher-0", "orchestrator"] {
+            let old = s.pid(name);
+            sigkill(old);
+            // The supervisor restarts it; the load keeps going.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while s.pid(name) == old {
+                assert!(Instant::now() < deadline, "{name} was not restarted; log:\n{}", s.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            load.progress(10, Duration::from_secs(90), || s.log());
+            eprintln!("round {round}: killed {name} (pid {old}); {} bodies acknowledged", load.acked());
+        }
+    }
+    let (acked, _) = load.finish();
+    s.stop();
+    let stored = s.check_ledger();
+    check_acked(&stored, &acked);
+    assert!(s.log().matches("restarting").count() >= 9, "{}", s.log());
+}
+
+#[test]
+fn a_postgres_crash_under_load_gets_503s_then_a_rebuilt_logs_table_and_nothing_lost() {
+    let mut s = Stack::start(&[]);
+    let load = Load::start(&s.addr, 3);
+    load.progress(20, Duration::from_secs(60), || s.log());
+    s.pg.crash().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = s.post(b"{\"during\":\"outage\"}\n", &[("content-type", "application/x-ndjson")]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.headers.contains_key("retry-after"));
+    s.pg.restart().unwrap();
+    load.progress(20, Duration::from_secs(90), || s.log());
+    let (acked, unavailable) = load.finish();
+    assert!(unavailable > 0, "clients saw 503s during the outage");
+    s.stop();
+    assert!(s.log().contains("logs table rebuilt"), "{}", s.log());
+    let stored = s.check_ledger();
+    check_acked(&stored, &acked);
+}
+
+#[test]
+fn up_runs_an_embedded_postgres_when_no_url_is_given() {
+    let dir = tempfile::Builder::new().prefix("chronos-embedded-").tempdir_in("/tmp").unwrap();
+    let data = dir.path().join("data");
+    let out = super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/embedded"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log_path = dir.path().join("up.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args(["up", "--data-dir", data.to_str().unwrap(), "--listen", &addr, "--hashers", "1"])
+        .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
+        .env_remove("CHRONOS_DATABASE_URL")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while http(&addr, "GET", "/readyz", &[], b"").map(|r| r.status).ok() != Some(200) {
+        assert!(Instant::now() < deadline, "not ready; log:\n{}", read_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = http(&addr, "POST", "/ingest", &[("content-type", "application/x-ndjson")], b"{\"m\":1}\n{\"m\":2}\n").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json_u64(&r.body, "end_leaf"), 2);
+    let metrics = http(&addr, "GET", "/metrics", &[], b"").unwrap();
+    assert!(metrics.body.contains("chronos_ingest_events_total 2"), "{}", metrics.body);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(up.wait().unwrap().success(), "{}", read_log());
+    assert!(data.join("pg/PG_VERSION").exists());
+    // Every process and the cluster are gone, and no ring is left behind.
+    let instance = chronos_wire::instance_id(&data);
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(&instance))
+        .collect();
+    assert!(left.is_empty(), "rings left: {left:?}");
+    assert!(!data.join("pg/postmaster.pid").exists(), "PostgreSQL still running");
+}
+

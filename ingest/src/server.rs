@@ -1,0 +1,438 @@
+//! The HTTP server: `POST /ingest` and its neighbours.
+//!
+//! A request is answered 200 only after the vault writer reports its batch
+//! committed. Until then the handler waits on a oneshot channel that the
+//! ack thread (the consumer of this slot's ack ring) completes. Every other
+//! outcome is an error the client can act on: 400/413/415 for bad bodies
+//! (nothing stored), 401 without the token, 503 with `Retry-After` when
+//! the rings are full, the pipeline is not ready or the commit did not come
+//! within `ack_timeout` (the body may still be committed later; its retry
+//! is answered from the idempotency window, so nothing is stored twice).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chronos_ipc::{Consumer, Producer, PushError, RingError, ring};
+use chronos_wire::{Ack, EventMeta, Ingest, Reply, RingNames, Status, Topology, tag};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
+
+use crate::body::{self, BodyError, Encoding, Format, Limits};
+
+/// Validated settings of one ingest process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub names: RingNames,
+    pub topology: Topology,
+    /// This process's slot, `0..topology.ingests`.
+    pub slot: u16,
+    pub limits: Limits,
+    /// Bearer token required on `POST /ingest`, if set.
+    pub token: Option<String>,
+    /// How long a request waits for its commit before answering 503.
+    pub ack_timeout: Duration,
+    /// `Retry-After` seconds on 503.
+    pub retry_after_secs: u32,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    #[error("ring: {0}")]
+    Ring(#[from] RingError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+/// Metrics served on `/metrics`.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    responses: Family<CodeLabel, Counter>,
+    events: Counter,
+    bytes: Counter,
+    ack_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            responses: Family::default(),
+            events: Counter::default(),
+            bytes: Counter::default(),
+            ack_seconds: Histogram::new([0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn register(&self, r: &mut Registry) {
+        r.register("chronos_ingest_responses", "POST /ingest answers by status code", self.responses.clone());
+        r.register("chronos_ingest_events", "Events acknowledged (committed)", self.events.clone());
+        r.register("chronos_ingest_event_bytes", "Event bytes acknowledged", self.bytes.clone());
+        r.register("chronos_ingest_ack_seconds", "Time from a body's arrival to its commit", self.ack_seconds.clone());
+    }
+}
+
+/// Binds `addr` with `SO_REUSEPORT`, so several ingest processes share one
+/// port (the kernel spreads connections among them).
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
+    let listen = |source| ServerError::Listen { addr, source };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(listen)?;
+    socket.set_reuse_address(true).map_err(listen)?;
+    socket.set_reuse_port(true).map_err(listen)?;
+    socket.set_nonblocking(true).map_err(listen)?;
+    socket.bind(&addr.into()).map_err(listen)?;
+    socket.listen(1024).map_err(listen)?;
+    Ok(socket.into())
+}
+
+struct Shared {
+    settings: Settings,
+    producers: Vec<Mutex<Producer>>,
+    next_ring: AtomicUsize,
+    next_request: AtomicU64,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Ack>>>,
+    /// Last heartbeat from the vault writer, and when it arrived.
+    status: Mutex<Option<(Instant, Status)>>,
+    hashers_alive: AtomicBool,
+    metrics: Metrics,
+    registry: Registry,
+}
+
+/// Why the pipeline cannot commit now.
+fn not_ready(s: &Shared) -> Option<String> {
+    let status = s.status.lock().ok().and_then(|g| *g);
+    match status {
+        None => return Some("no heartbeat from the vault writer yet".into()),
+        Some((at, _)) if at.elapsed() > Duration::from_millis(1500) => {
+            return Some(format!("no heartbeat from the vault writer for {:.1} s", at.elapsed().as_secs_f64()));
+        }
+        Some((_, st)) if !st.db_ok => return Some("PostgreSQL is unreachable".into()),
+        Some((_, st)) if !st.upstream_ok => return Some("the orchestrator is not running".into()),
+        Some(_) => {}
+    }
+    if !s.hashers_alive.load(Ordering::Relaxed) {
+        return Some("no hasher is running".into());
+    }
+    None
+}
+
+fn json_error(code: StatusCode, message: &str, index: Option<usize>) -> Response {
+    let mut body = format!("{{\"error\":{}", json_string(message));
+    if let Some(i) = index {
+        body.push_str(&format!(",\"event_index\":{i}"));
+    }
+    body.push('}');
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+fn unavailable(s: &Shared, message: &str) -> Response {
+    let mut r = json_error(StatusCode::SERVICE_UNAVAILABLE, message, None);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s.settings.retry_after_secs));
+    r
+}
+
+/// A JSON string literal (RFC 8259 escaping).
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn answer(ack: &Ack) -> Response {
+    let body = format!(
+        "{{\"seq\":{},\"first_leaf\":{},\"leaf_count\":{},\"end_leaf\":{}}}",
+        ack.seq,
+        ack.first_leaf,
+        ack.leaf_count,
+        ack.first_leaf + ack.leaf_count
+    );
+    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    if ack.replay {
+        r.headers_mut().insert("chronos-replay", HeaderValue::from_static("true"));
+    }
+    r
+}
+
+fn authorized(s: &Shared, headers: &HeaderMap) -> bool {
+    let Some(token) = &s.settings.token else { return true };
+    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
+    let Some(given) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) else { return false };
+    // Constant-time comparison: the token is a secret.
+    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+async fn post_ingest(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
+    let r = ingest(&s, headers, body).await;
+    s.metrics.responses.get_or_create(&CodeLabel { code: r.status().as_u16() }).inc();
+    r
+}
+
+async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    if !authorized(s, &headers) {
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", None);
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    let limits = s.settings.limits;
+    let raw = match axum::body::to_bytes(body, limits.max_body).await {
+        Ok(b) => b,
+        Err(e) => {
+            let inner = e.into_inner();
+            let too_large = inner.downcast_ref::<http_body_util::LengthLimitError>().is_some();
+            return if too_large {
+                json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds the limit of {} bytes", limits.max_body), None)
+            } else {
+                json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {inner}"), None)
+            };
+        }
+    };
+    let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let encoding = header_str(header::CONTENT_ENCODING);
+    let content_type = header_str(header::CONTENT_TYPE);
+    // Decompressing and splitting a large body takes milliseconds: off the reactor.
+    let s2 = s.clone();
+    let prepared = tokio::task::spawn_blocking(move || prepare(&s2, &raw, encoding.as_deref(), content_type.as_deref())).await;
+    let (request, rx) = match prepared {
+        Ok(Ok(Prepared::Queued { request, rx })) => (request, rx),
+        Ok(Ok(Prepared::Busy(msg))) => return unavailable(s, &msg),
+        Ok(Err(e)) => {
+            let code = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            return json_error(code, &e.to_string(), e.event_index());
+        }
+        Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("request task failed: {e}"), None),
+    };
+    match tokio::time::timeout(s.settings.ack_timeout, rx).await {
+        Ok(Ok(ack)) => {
+            s.metrics.ack_seconds.observe(started.elapsed().as_secs_f64());
+            if !ack.replay {
+                s.metrics.events.inc_by(ack.leaf_count);
+            }
+            answer(&ack)
+        }
+        Ok(Err(_)) | Err(_) => {
+            if let Ok(mut w) = s.waiters.lock() {
+                w.remove(&request);
+            }
+            unavailable(
+                s,
+                &format!(
+                    "not committed within {} s; retry the same body (it is idempotent){}",
+                    s.settings.ack_timeout.as_secs(),
+                    not_ready(s).map(|r| format!(": {r}")).unwrap_or_default()
+                ),
+            )
+        }
+    }
+}
+
+enum Prepared {
+    Queued { request: u64, rx: oneshot::Receiver<Ack> },
+    Busy(String),
+}
+
+fn prepare(s: &Shared, raw: &[u8], encoding: Option<&str>, content_type: Option<&str>) -> Result<Prepared, BodyError> {
+    let limits = &s.settings.limits;
+    let encoding = Encoding::from_header(encoding)?;
+    let format = Format::from_content_type(content_type)?;
+    let decoded = body::decode(encoding, raw, limits)?;
+    let events = body::split(format, &decoded, limits)?;
+    if let Some(reason) = not_ready(s) {
+        return Ok(Prepared::Busy(format!("not ready: {reason}")));
+    }
+    let key = body::idempotency_key(&decoded);
+    let metas: Vec<EventMeta<'_>> =
+        events.iter().map(|e| EventMeta { bytes: e.bytes, claimed_time_ns: e.claimed_time_ns }).collect();
+    let len = Ingest::encoded_len(&metas);
+    let request = s.next_request.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = oneshot::channel();
+    // Register before pushing: the answer can come back very fast.
+    if let Ok(mut w) = s.waiters.lock() {
+        w.insert(request, tx);
+    }
+    let reply = Reply { slot: s.settings.slot, request };
+    let n = s.producers.len();
+    let start = s.next_ring.fetch_add(1, Ordering::Relaxed);
+    let mut pushed = false;
+    for k in 0..n {
+        let Ok(mut p) = s.producers[(start + k) % n].try_lock() else { continue };
+        match p.try_reserve(tag::INGEST, len) {
+            Ok(mut grant) => {
+                Ingest::encode(grant.payload_mut(), reply, &key, &metas);
+                grant.commit();
+                pushed = true;
+                break;
+            }
+            Err(PushError::Full) => continue,
+            Err(e) => {
+                tracing::error!(error = %e, "ingest ring refused a record");
+                continue;
+            }
+        }
+    }
+    if !pushed {
+        if let Ok(mut w) = s.waiters.lock() {
+            w.remove(&request);
+        }
+        return Ok(Prepared::Busy("overloaded: every hasher ring is full".into()));
+    }
+    s.metrics.bytes.inc_by(decoded.len() as u64);
+    Ok(Prepared::Queued { request, rx })
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    match not_ready(&s) {
+        None => (StatusCode::OK, "ready\n").into_response(),
+        Some(reason) => unavailable(&s, &reason),
+    }
+}
+
+async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response()
+}
+
+/// The ack thread: delivers answers and heartbeats from the vault writer.
+fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), RingError> {
+    let mut last_check = Instant::now() - Duration::from_secs(1);
+    while !stop.load(Ordering::Relaxed) {
+        if last_check.elapsed() >= Duration::from_millis(200) {
+            let alive = (0..s.settings.topology.hashers)
+                .any(|h| ring::inspect(&s.settings.names.ingest(s.settings.slot, h)).is_ok_and(|st| st.consumer_alive));
+            s.hashers_alive.store(alive, Ordering::Relaxed);
+            last_check = Instant::now();
+        }
+        if !acks.wait(Some(Instant::now() + Duration::from_millis(100)))? {
+            continue;
+        }
+        let batch = acks.poll(1024)?;
+        for rec in batch.iter() {
+            match rec.tag {
+                tag::ACK => match Ack::decode(rec.tag, rec.payload) {
+                    Ok(ack) => {
+                        let waiter = s.waiters.lock().ok().and_then(|mut w| w.remove(&ack.request));
+                        if let Some(tx) = waiter {
+                            let _ = tx.send(ack);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "undecodable ack"),
+                },
+                tag::STATUS => match Status::decode(rec.tag, rec.payload) {
+                    Ok(st) => {
+                        if let Ok(mut g) = s.status.lock() {
+                            *g = Some((Instant::now(), st));
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "undecodable status"),
+                },
+                other => tracing::error!(tag = other, "unexpected record on the ack ring"),
+            }
+        }
+        acks.release();
+    }
+    Ok(())
+}
+
+/// Serves on `listener` until `shutdown` completes, then finishes the
+/// requests in flight.
+pub async fn serve(
+    settings: Settings,
+    listener: std::net::TcpListener,
+    metrics: Metrics,
+    mut registry: Registry,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let t = settings.topology;
+    let g = t.ingest_ring();
+    let mut producers = Vec::new();
+    for h in 0..t.hashers {
+        let name = settings.names.ingest(settings.slot, h);
+        ring::open_or_create(&name, g.capacity, g.max_record)?;
+        producers.push(Mutex::new(Producer::attach(&name)?));
+    }
+    let g = t.ack_ring();
+    let ack_name = settings.names.ack(settings.slot);
+    ring::open_or_create(&ack_name, g.capacity, g.max_record)?;
+    let acks = Consumer::attach(&ack_name)?;
+    metrics.register(&mut registry);
+    // Request numbers start at a per-process random-ish point, so answers
+    // meant for a predecessor in this slot never match a new request.
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40);
+    let shared = Arc::new(Shared {
+        settings,
+        producers,
+        next_ring: AtomicUsize::new(0),
+        next_request: AtomicU64::new(seed),
+        waiters: Mutex::new(HashMap::new()),
+        status: Mutex::new(None),
+        hashers_alive: AtomicBool::new(false),
+        metrics,
+        registry,
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let ack_thread = {
+        let (s, stop) = (shared.clone(), stop.clone());
+        std::thread::Builder::new().name("acks".into()).spawn(move || {
+            if let Err(e) = ack_loop(&s, acks, &stop) {
+                tracing::error!(error = %e, "ack ring failed; exiting so the supervisor restarts this process");
+                std::process::exit(3);
+            }
+        })?
+    };
+    let app = Router::new()
+        .route("/ingest", get(|| async { StatusCode::METHOD_NOT_ALLOWED }).head(|| async { StatusCode::OK }).post(post_ingest))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(shared.clone());
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!(addr = %listener.local_addr()?, slot = shared.settings.slot, "ingest listening");
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = ack_thread.join();
+    served.map_err(ServerError::Io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_string;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\u000a\\u0001é\"");
+    }
+}
