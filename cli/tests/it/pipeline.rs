@@ -346,11 +346,14 @@ fn every_error_answer_names_the_problem_and_stores_nothing() {
     assert_eq!(keys, 1);
 }
 
+/// Acknowledged bodies: the answered first leaf, and the body's events.
+type Acked = Vec<(u64, Vec<Vec<u8>>)>;
+
 /// Sends unique bodies from `threads` clients, retrying each (same bytes)
 /// until it is acknowledged, as Vector does; records every answer.
 struct Load {
     stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(u64, Vec<Vec<u8>>)>>>,
+    acked: Arc<Mutex<Acked>>,
     unavailable: Arc<Mutex<u64>>,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
@@ -408,7 +411,7 @@ impl Load {
         }
     }
 
-    fn finish(self) -> (Vec<(u64, Vec<Vec<u8>>)>, u64) {
+    fn finish(self) -> (Acked, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.handles {
             h.join().unwrap();
