@@ -208,7 +208,9 @@ pub fn orchestrator(plan: &Plan) -> anyhow::Result<()> {
         database_url: plan.database_url()?,
         checkpoint_interval: Duration::from_millis(plan.cfg.pipeline.checkpoint_interval_ms),
         key_window: Duration::from_secs(plan.cfg.pipeline.key_window_secs),
+        ready_file: plan.run_dir().join("orchestrator.ready"),
     };
+    std::fs::create_dir_all(plan.run_dir())?;
     let metrics = chronos_orchestrator::Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -269,6 +271,7 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
         token: token(plan)?,
         ack_timeout: Duration::from_millis(i.ack_timeout_ms),
         retry_after_secs: i.retry_after_secs,
+        orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
     };
     let addr: SocketAddr = i.listen.parse()?;
     let listener = chronos_ingest::server::bind(addr)?;

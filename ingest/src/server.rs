@@ -46,6 +46,9 @@ pub struct Settings {
     pub ack_timeout: Duration,
     /// `Retry-After` seconds on 503.
     pub retry_after_secs: u32,
+    /// The file in which the orchestrator announces (with its pid) that it
+    /// restored and checked the log and is sequencing.
+    pub orchestrator_ready: std::path::PathBuf,
 }
 
 /// Why the server could not start.
@@ -116,6 +119,7 @@ struct Shared {
     /// Last heartbeat from the vault writer, and when it arrived.
     status: Mutex<Option<(Instant, Status)>>,
     hashers_alive: AtomicBool,
+    orchestrator_ready: AtomicBool,
     metrics: Metrics,
     registry: Registry,
 }
@@ -134,6 +138,9 @@ fn not_ready(s: &Shared) -> Option<String> {
     }
     if !s.hashers_alive.load(Ordering::Relaxed) {
         return Some("no hasher is running".into());
+    }
+    if !s.orchestrator_ready.load(Ordering::Relaxed) {
+        return Some("the orchestrator is not sequencing (starting, or refusing: see its log and audit_events)".into());
     }
     None
 }
@@ -326,6 +333,15 @@ async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out).into_response()
 }
 
+/// Whether `file` names a live process (a file left by a killed process
+/// names a dead pid).
+fn announced_alive(file: &std::path::Path) -> bool {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+}
+
 /// The ack thread: delivers answers and heartbeats from the vault writer.
 fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), RingError> {
     let mut last_check = Instant::now() - Duration::from_secs(1);
@@ -334,6 +350,7 @@ fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), Rin
             let alive = (0..s.settings.topology.hashers)
                 .any(|h| ring::inspect(&s.settings.names.ingest(s.settings.slot, h)).is_ok_and(|st| st.consumer_alive));
             s.hashers_alive.store(alive, Ordering::Relaxed);
+            s.orchestrator_ready.store(announced_alive(&s.settings.orchestrator_ready), Ordering::Relaxed);
             last_check = Instant::now();
         }
         if !acks.wait(Some(Instant::now() + Duration::from_millis(100)))? {
@@ -400,6 +417,7 @@ pub async fn serve(
         waiters: Mutex::new(HashMap::new()),
         status: Mutex::new(None),
         hashers_alive: AtomicBool::new(false),
+        orchestrator_ready: AtomicBool::new(false),
         metrics,
         registry,
     });

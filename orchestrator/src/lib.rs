@@ -56,6 +56,8 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// How long a body's idempotency key is remembered.
     pub key_window: Duration,
+    /// Written with our pid once restored and sequencing; removed at exit.
+    pub ready_file: std::path::PathBuf,
 }
 
 /// Why the orchestrator stopped.
@@ -192,7 +194,11 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
             .map_err(|e| OrchestratorError::Refused(format!("cannot start the checkpoint thread: {e}")))?
     };
 
+    if let Err(e) = std::fs::write(&settings.ready_file, format!("{}\n", std::process::id())) {
+        tracing::warn!(file = %settings.ready_file.display(), error = %e, "cannot announce readiness");
+    }
     let result = sequence_loop(&mut spine, &mut inputs, &mut output, &history, stop, metrics);
+    let _ = std::fs::remove_file(&settings.ready_file);
     if result.is_ok() {
         // Final checkpoint: once the vault writer committed all we handed on.
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -83,6 +83,11 @@ impl Stack {
     }
 
     fn launch(&mut self, env: &[(&str, &str)]) {
+        self.spawn_up(env);
+        self.wait_ready(Duration::from_secs(60));
+    }
+
+    fn spawn_up(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(&self.stdout).unwrap();
         let mut c = Command::new(env!("CARGO_BIN_EXE_chronos"));
         c.args(["up", "--data-dir", self.data().to_str().unwrap(), "--database-url", &self.url, "--listen", &self.addr])
@@ -97,7 +102,6 @@ impl Stack {
             c.env(k, v);
         }
         self.up = Some(c.spawn().unwrap());
-        self.wait_ready(Duration::from_secs(60));
     }
 
     pub fn log(&self) -> String {
@@ -529,3 +533,44 @@ fn up_runs_an_embedded_postgres_when_no_url_is_given() {
     assert!(!data.join("pg/postmaster.pid").exists(), "PostgreSQL still running");
 }
 
+
+#[test]
+fn a_database_rolled_back_behind_its_signed_checkpoint_is_refused_with_an_audit_event() {
+    let mut s = Stack::start(&[]);
+    for r in 0..3 {
+        let (b, _) = body(&format!("rb{r}"), 5, true);
+        assert_eq!(s.post(&b, &[("content-type", "application/x-ndjson")]).status, 200);
+    }
+    s.stop();
+    s.check_ledger();
+    // Someone with database access drops the newest batch.
+    s.pg.psql("postgres", "DELETE FROM logs WHERE batch_seq = (SELECT max(seq) FROM batches); \
+                           DELETE FROM batches WHERE seq = (SELECT max(seq) FROM batches)").unwrap();
+    s.spawn_up(&[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = s.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let detail: String = loop {
+        let row = rt
+            .block_on(client.query_opt("SELECT detail::text FROM audit_events WHERE kind = 'checkpoint_mismatch' LIMIT 1", &[]))
+            .unwrap();
+        if let Some(r) = row {
+            break r.get(0);
+        }
+        assert!(Instant::now() < deadline, "no audit event; log:\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(detail.contains("rolled back"), "{detail}");
+    // Nothing is accepted: ingest answers 503, naming the orchestrator.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = s.post(b"{\"after\":1}\n", &[("content-type", "application/x-ndjson")]);
+        assert_eq!(r.status, 503, "{}", r.body);
+        if r.body.contains("orchestrator") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", r.body);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(s.log().contains("refusing to sequence"), "{}", s.log());
+}
