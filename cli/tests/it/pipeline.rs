@@ -25,7 +25,8 @@ pub struct Reply {
 pub fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> std::io::Result<Reply> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-length: {}\r\n", body.len());
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -69,7 +70,8 @@ impl Stack {
         let url = pg.url("postgres");
         let dir = tempfile::Builder::new().prefix("chronos-it-").tempdir_in("/tmp").unwrap();
         let data = dir.path().join("data");
-        let out = super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/pipeline"], &[]);
+        let out =
+            super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/pipeline"], &[]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let addr = format!("127.0.0.1:{}", free_port());
         let stdout = dir.path().join("up.log");
@@ -90,14 +92,22 @@ impl Stack {
     fn spawn_up(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::create(&self.stdout).unwrap();
         let mut c = Command::new(env!("CARGO_BIN_EXE_chronos"));
-        c.args(["up", "--data-dir", self.data().to_str().unwrap(), "--database-url", &self.url, "--listen", &self.addr])
-            .args(["--hashers", "2"])
-            .env_remove("CHRONOS_DATA_DIR")
-            .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
-            .env("CHRONOS_INGEST_ACK_TIMEOUT_MS", "5000")
-            .env("RUST_LOG", "info,tokio_postgres=warn")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+        c.args([
+            "up",
+            "--data-dir",
+            self.data().to_str().unwrap(),
+            "--database-url",
+            &self.url,
+            "--listen",
+            &self.addr,
+        ])
+        .args(["--hashers", "2"])
+        .env_remove("CHRONOS_DATA_DIR")
+        .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
+        .env("CHRONOS_INGEST_ACK_TIMEOUT_MS", "5000")
+        .env("RUST_LOG", "info,tokio_postgres=warn")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
         for (k, v) in env {
             c.env(k, v);
         }
@@ -108,9 +118,12 @@ impl Stack {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
 
-    pub fn wait_ready(&self, within: Duration) {
+    pub fn wait_ready(&mut self, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
+            if let Some(status) = self.up.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!("chronos up exited with {status}; log:\n{}", self.log());
+            }
             if let Ok(r) = http(&self.addr, "GET", "/readyz", &[], b"")
                 && r.status == 200
             {
@@ -199,10 +212,8 @@ impl Stack {
             leaves.extend(batch_leaves);
         }
         assert_eq!(li, logs.len(), "logs rows outside every batch");
-        let note: String = rt
-            .block_on(client.query_one("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1", &[]))
-            .unwrap()
-            .get(0);
+        let note: String =
+            rt.block_on(client.query_one("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1", &[])).unwrap().get(0);
         let (cp, _) = Checkpoint::open(note.as_bytes(), &verifier).unwrap();
         assert_eq!(cp.size, leaves.len() as u64, "the final checkpoint covers every leaf");
         assert_eq!(cp.chain_seq, head.seq);
@@ -213,10 +224,28 @@ impl Stack {
 }
 
 impl Drop for Stack {
+    /// After a failed test: stop `chronos up` (SIGTERM, SIGKILL after 60 s),
+    /// then remove this instance's rings, which a killed run leaves behind.
     fn drop(&mut self) {
         if let Some(mut up) = self.up.take() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while up.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
             let _ = up.kill();
             let _ = up.wait();
+        }
+        remove_rings(&self.data());
+    }
+}
+
+/// Deletes the shared-memory rings of the instance in `data`.
+fn remove_rings(data: &std::path::Path) {
+    let instance = chronos_wire::instance_id(data);
+    for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(&format!("chronos-{instance}-")) {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -236,8 +265,12 @@ fn body(tag: &str, n: usize, ndjson: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
                 1..=3 => 4_000,
                 _ => (i * 37) % 300,
             };
-            format!("{{\"id\":\"{tag}-{i}\",\"timestamp\":\"2026-11-21T10:00:{:02}Z\",\"pad\":\"{}\"}}", i % 60, "x".repeat(pad))
-                .into_bytes()
+            format!(
+                "{{\"id\":\"{tag}-{i}\",\"timestamp\":\"2026-11-21T10:00:{:02}Z\",\"pad\":\"{}\"}}",
+                i % 60,
+                "x".repeat(pad)
+            )
+            .into_bytes()
         })
         .collect();
     let body = if ndjson {
@@ -263,7 +296,8 @@ fn json_u64(body: &str, key: &str) -> u64 {
 
 #[test]
 fn events_are_committed_exactly_once_in_order_with_a_valid_chain_tree_and_checkpoint() {
-    let mut s = Stack::start(&[]);
+    // Two ingest processes share the port; the kernel spreads connections.
+    let mut s = Stack::start(&[("CHRONOS_INGEST_PROCESSES", "2")]);
     let mut expected: Vec<(u64, Vec<Vec<u8>>)> = Vec::new();
     for r in 0..30 {
         let (raw, events) = body(&format!("r{r}"), 50 + r * 7, r % 3 == 1);
@@ -369,7 +403,8 @@ impl Load {
         let unavailable = Arc::new(Mutex::new(0));
         let handles = (0..threads)
             .map(|t| {
-                let (stop, acked, unavailable, addr) = (stop.clone(), acked.clone(), unavailable.clone(), addr.to_owned());
+                let (stop, acked, unavailable, addr) =
+                    (stop.clone(), acked.clone(), unavailable.clone(), addr.to_owned());
                 std::thread::spawn(move || {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
@@ -514,7 +549,8 @@ fn up_runs_an_embedded_postgres_when_no_url_is_given() {
         assert!(Instant::now() < deadline, "not ready; log:\n{}", read_log());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let r = http(&addr, "POST", "/ingest", &[("content-type", "application/x-ndjson")], b"{\"m\":1}\n{\"m\":2}\n").unwrap();
+    let r =
+        http(&addr, "POST", "/ingest", &[("content-type", "application/x-ndjson")], b"{\"m\":1}\n{\"m\":2}\n").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(json_u64(&r.body, "end_leaf"), 2);
     let metrics = http(&addr, "GET", "/metrics", &[], b"").unwrap();
@@ -533,7 +569,6 @@ fn up_runs_an_embedded_postgres_when_no_url_is_given() {
     assert!(!data.join("pg/postmaster.pid").exists(), "PostgreSQL still running");
 }
 
-
 #[test]
 fn a_database_rolled_back_behind_its_signed_checkpoint_is_refused_with_an_audit_event() {
     let mut s = Stack::start(&[]);
@@ -544,15 +579,22 @@ fn a_database_rolled_back_behind_its_signed_checkpoint_is_refused_with_an_audit_
     s.stop();
     s.check_ledger();
     // Someone with database access drops the newest batch.
-    s.pg.psql("postgres", "DELETE FROM logs WHERE batch_seq = (SELECT max(seq) FROM batches); \
-                           DELETE FROM batches WHERE seq = (SELECT max(seq) FROM batches)").unwrap();
+    s.pg.psql(
+        "postgres",
+        "DELETE FROM logs WHERE batch_seq = (SELECT max(seq) FROM batches); \
+                           DELETE FROM batches WHERE seq = (SELECT max(seq) FROM batches)",
+    )
+    .unwrap();
     s.spawn_up(&[]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = s.client();
     let deadline = Instant::now() + Duration::from_secs(60);
     let detail: String = loop {
         let row = rt
-            .block_on(client.query_opt("SELECT detail::text FROM audit_events WHERE kind = 'checkpoint_mismatch' LIMIT 1", &[]))
+            .block_on(
+                client
+                    .query_opt("SELECT detail::text FROM audit_events WHERE kind = 'checkpoint_mismatch' LIMIT 1", &[]),
+            )
             .unwrap();
         if let Some(r) = row {
             break r.get(0);
@@ -573,4 +615,66 @@ fn a_database_rolled_back_behind_its_signed_checkpoint_is_refused_with_an_audit_
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(s.log().contains("refusing to sequence"), "{}", s.log());
+}
+
+#[test]
+fn a_stalled_pipeline_answers_503_with_retry_after_and_loses_nothing() {
+    // Small bodies make small rings (256 KiB), which a stalled hasher fills fast.
+    let mut s = Stack::start(&[
+        ("CHRONOS_INGEST_MAX_DECODED_BYTES", "65536"),
+        ("CHRONOS_INGEST_MAX_EVENT_BYTES", "16384"),
+        ("CHRONOS_INGEST_MAX_EVENTS", "1024"),
+    ]);
+    let hashers = [s.pid("hasher-0"), s.pid("hasher-1")];
+    let signal = |sig| {
+        for pid in hashers {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+        }
+    };
+    signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut pending = Vec::new();
+    let mut overloaded = None;
+    for r in 0..100 {
+        let events: Vec<Vec<u8>> =
+            (0..10).map(|i| format!("{{\"id\":\"o{r}-{i}\",\"pad\":\"{}\"}}", "y".repeat(3000)).into_bytes()).collect();
+        let b: Vec<u8> = events.iter().flat_map(|e| e.iter().copied().chain([b'\n'])).collect();
+        let addr = s.addr.clone();
+        let h = std::thread::spawn(move || {
+            http(&addr, "POST", "/ingest", &[("content-type", "application/x-ndjson")], &b).unwrap()
+        });
+        pending.push((h, events));
+        if r % 5 == 4 {
+            // Let the accepted ones reach the ring before probing.
+            std::thread::sleep(Duration::from_millis(50));
+            // A probe as large as the others (a small one would still fit).
+            let probe_body: String =
+                (0..3).map(|i| format!("{{\"probe\":\"{r}-{i}\",\"pad\":\"{}\"}}\n", "z".repeat(10_000))).collect();
+            let probe = s.post(probe_body.as_bytes(), &[("content-type", "application/x-ndjson")]);
+            if probe.status == 503 && probe.body.contains("overloaded") {
+                overloaded = Some(probe);
+                break;
+            }
+        }
+    }
+    let probe = overloaded.expect("the rings never filled");
+    assert_eq!(probe.headers.get("retry-after").map(String::as_str), Some("1"));
+    signal(nix::sys::signal::Signal::SIGCONT);
+    // Every request got 200 (committed) or 503 (retry): none is lost.
+    let mut acked = Vec::new();
+    for (h, events) in pending {
+        let r = h.join().unwrap();
+        match r.status {
+            200 => acked.push((json_u64(&r.body, "first_leaf"), events)),
+            503 => assert!(r.headers.contains_key("retry-after")),
+            other => panic!("answer {other}: {}", r.body),
+        }
+    }
+    assert!(!acked.is_empty());
+    s.stop();
+    let stored = s.check_ledger();
+    for (first, events) in &acked {
+        for (i, e) in events.iter().enumerate() {
+            assert_eq!(&stored[*first as usize + i], e);
+        }
+    }
 }
