@@ -186,7 +186,8 @@ impl Config {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let mut table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         apply_env(&mut table, std::env::vars())?;
-        let cfg: Config = table.try_into().with_context(|| format!("in {} (with CHRONOS_* overrides)", path.display()))?;
+        let cfg: Config =
+            table.try_into().with_context(|| format!("in {} (with CHRONOS_* overrides)", path.display()))?;
         let log = cfg.clone().validate(data_dir).with_context(|| format!("in {}", path.display()))?;
         Ok((log, cfg))
     }
@@ -261,7 +262,8 @@ impl LogSettings {
     pub fn verifier(&self) -> anyhow::Result<chronos_ledger::NoteVerifier> {
         let path = &self.verifier_key;
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let v = chronos_ledger::NoteVerifier::parse(text.trim_end()).with_context(|| format!("parsing {}", path.display()))?;
+        let v = chronos_ledger::NoteVerifier::parse(text.trim_end())
+            .with_context(|| format!("parsing {}", path.display()))?;
         if v.name() != self.origin {
             bail!("{}: key name {:?} is not the origin {:?}", path.display(), v.name(), self.origin);
         }

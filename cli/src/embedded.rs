@@ -56,7 +56,9 @@ impl Embedded {
     /// Finds the binaries and creates the cluster if it does not exist yet.
     pub fn prepare(data_dir: &Path, port: u16) -> anyhow::Result<Embedded> {
         if port == 0 {
-            bail!("database.embedded_port is 0: set it in chronos.toml (chronos init picks one) or pass --database-url");
+            bail!(
+                "database.embedded_port is 0: set it in chronos.toml (chronos init picks one) or pass --database-url"
+            );
         }
         let bindir = find_bindir()?;
         let run_as = if geteuid().is_root() {
@@ -211,7 +213,9 @@ impl Embedded {
                     tracing::debug!(error = %e, "embedded PostgreSQL not ready yet");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(e) => bail!("the embedded PostgreSQL did not start within {timeout:?}: {e}; see {}", self.log.display()),
+                Err(e) => {
+                    bail!("the embedded PostgreSQL did not start within {timeout:?}: {e}; see {}", self.log.display())
+                }
             }
         };
         let task = tokio::spawn(conn);

@@ -46,12 +46,16 @@ impl Plan {
         }
         ensure!(i.max_event_bytes <= i.max_decoded_bytes, "ingest.max_event_bytes exceeds ingest.max_decoded_bytes");
         i.listen.parse::<SocketAddr>().with_context(|| format!("ingest.listen: {:?} is not host:port", i.listen))?;
-        cfg.metrics.listen.parse::<SocketAddr>().with_context(|| format!("metrics.listen: {:?} is not host:port", cfg.metrics.listen))?;
+        cfg.metrics
+            .listen
+            .parse::<SocketAddr>()
+            .with_context(|| format!("metrics.listen: {:?} is not host:port", cfg.metrics.listen))?;
         let hashers = match cfg.pipeline.hashers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(256) as u16),
             n => n,
         };
-        let topology = Topology { ingests: i.processes, hashers, max_decoded: i.max_decoded_bytes, max_events: i.max_events };
+        let topology =
+            Topology { ingests: i.processes, hashers, max_decoded: i.max_decoded_bytes, max_events: i.max_events };
         let names = RingNames::new(&instance_id(data_dir));
         Ok(Plan { data_dir: data_dir.to_path_buf(), log, cfg, topology, names })
     }
@@ -60,7 +64,9 @@ impl Plan {
     /// passes it down as `CHRONOS_DATABASE_URL`.
     pub fn database_url(&self) -> anyhow::Result<String> {
         if self.cfg.database.url.is_empty() {
-            bail!("database.url is empty: start the services with `chronos up`, which runs the embedded PostgreSQL, or set CHRONOS_DATABASE_URL");
+            bail!(
+                "database.url is empty: start the services with `chronos up`, which runs the embedded PostgreSQL, or set CHRONOS_DATABASE_URL"
+            );
         }
         Ok(self.cfg.database.url.clone())
     }
@@ -87,7 +93,8 @@ impl Plan {
 /// Structured logs on stderr: `RUST_LOG` filters (default info),
 /// `CHRONOS_LOG_FORMAT=json` for JSON lines.
 pub fn init_tracing(process: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tokio_postgres=warn".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tokio_postgres=warn".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let res = if std::env::var("CHRONOS_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().try_init()
@@ -158,7 +165,13 @@ pub fn serve_metrics(plan: &Plan, name: &str, addr: SocketAddr, registry: Regist
                     async move {
                         let mut out = String::new();
                         let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-                        ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            out,
+                        )
                     }
                 }),
             );
@@ -184,7 +197,8 @@ fn supervised() -> bool {
 
 pub fn hasher(plan: &Plan, index: u16) -> anyhow::Result<()> {
     ensure!(index < plan.topology.hashers, "--index {index}: there are {} hashers", plan.topology.hashers);
-    let settings = chronos_hasher::Settings { names: plan.names.clone(), topology: plan.topology, index, hasher: plan.hasher()? };
+    let settings =
+        chronos_hasher::Settings { names: plan.names.clone(), topology: plan.topology, index, hasher: plan.hasher()? };
     let metrics = chronos_hasher::Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);

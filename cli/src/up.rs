@@ -86,7 +86,15 @@ impl Supervisor {
 }
 
 fn proc(name: String, args: Vec<String>) -> Proc {
-    Proc { name, args, child: None, started: Instant::now(), backoff: Duration::from_millis(100), restart_at: None, restarts: 0 }
+    Proc {
+        name,
+        args,
+        child: None,
+        started: Instant::now(),
+        backoff: Duration::from_millis(100),
+        restart_at: None,
+        restarts: 0,
+    }
 }
 
 /// Stops children with SIGTERM, waiting up to `grace`, then SIGKILL.
@@ -147,7 +155,9 @@ fn signal_received(rt: &tokio::runtime::Runtime) -> anyhow::Result<tokio::sync::
     let (tx, rx) = tokio::sync::watch::channel(false);
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else { return };
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            return;
+        };
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -195,14 +205,19 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         ("CHRONOS_DATABASE_URL".to_owned(), url.clone()),
         ("CHRONOS_INGEST_LISTEN".to_owned(), plan.cfg.ingest.listen.clone()),
         ("CHRONOS_INGEST_PROCESSES".to_owned(), plan.cfg.ingest.processes.to_string()),
-        ("CHRONOS_PIPELINE_HASHERS".to_owned(), if plan.cfg.pipeline.hashers == 0 { hashers } else { plan.cfg.pipeline.hashers }.to_string()),
+        (
+            "CHRONOS_PIPELINE_HASHERS".to_owned(),
+            if plan.cfg.pipeline.hashers == 0 { hashers } else { plan.cfg.pipeline.hashers }.to_string(),
+        ),
     ];
-    let sup = Supervisor { exe: std::env::current_exe()?, data_dir: data_dir.to_path_buf(), env, run_dir: run_dir.clone() };
+    let sup =
+        Supervisor { exe: std::env::current_exe()?, data_dir: data_dir.to_path_buf(), env, run_dir: run_dir.clone() };
     let hashers = if plan.cfg.pipeline.hashers == 0 { hashers } else { plan.cfg.pipeline.hashers };
     let mut vault = vec![proc("vault-writer".into(), vec!["vault-writer".into()])];
     let mut orch = vec![proc("orchestrator".into(), vec!["orchestrator".into()])];
-    let mut hash: Vec<Proc> =
-        (0..hashers).map(|h| proc(format!("hasher-{h}"), vec!["hasher".into(), "--index".into(), h.to_string()])).collect();
+    let mut hash: Vec<Proc> = (0..hashers)
+        .map(|h| proc(format!("hasher-{h}"), vec!["hasher".into(), "--index".into(), h.to_string()]))
+        .collect();
     let mut ingest: Vec<Proc> = (0..plan.cfg.ingest.processes)
         .map(|i| proc(format!("ingest-{i}"), vec!["ingest".into(), "--slot".into(), i.to_string()]))
         .collect();
@@ -253,7 +268,8 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
 fn remove_drained_rings(plan: &Plan) {
     for name in plan.names.all(&plan.topology) {
         let transient = name.contains("-ack-");
-        let empty = transient || chronos_ipc::Consumer::attach(&name).and_then(|c| c.has_records()).is_ok_and(|has| !has);
+        let empty =
+            transient || chronos_ipc::Consumer::attach(&name).and_then(|c| c.has_records()).is_ok_and(|has| !has);
         if empty {
             if let Err(e) = chronos_ipc::ring::remove(&name) {
                 tracing::warn!(ring = name, error = %e, "cannot remove ring");
@@ -267,7 +283,9 @@ fn remove_drained_rings(plan: &Plan) {
 #[allow(clippy::print_stdout)] // the command's output
 fn banner(addr: &str, data_dir: &Path, started: Instant) {
     println!("Chronos is up ({:.1} s). Send logs to http://{addr}/ingest", started.elapsed().as_secs_f64());
-    println!("  curl -X POST http://{addr}/ingest -H 'content-type: application/x-ndjson' --data-binary @events.ndjson");
+    println!(
+        "  curl -X POST http://{addr}/ingest -H 'content-type: application/x-ndjson' --data-binary @events.ndjson"
+    );
     println!("  Vector: a sink of type \"http\" with uri = \"http://{addr}/ingest\" and encoding.codec = \"json\"");
     println!("  health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
     println!(

@@ -64,7 +64,11 @@ impl Metrics {
         r.register("chronos_hasher_batches", "Batches hashed", self.batches.clone());
         r.register("chronos_hasher_events", "Events hashed", self.events.clone());
         r.register("chronos_hasher_event_bytes", "Event bytes hashed", self.bytes.clone());
-        r.register("chronos_hasher_rejected_records", "Ring records that did not decode (dropped, logged)", self.rejected.clone());
+        r.register(
+            "chronos_hasher_rejected_records",
+            "Ring records that did not decode (dropped, logged)",
+            self.rejected.clone(),
+        );
     }
 }
 

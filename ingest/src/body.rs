@@ -171,10 +171,10 @@ pub fn decode<'a>(encoding: Encoding, body: &'a [u8], limits: &Limits) -> Result
     let inflate = |mut r: Box<dyn Read + '_>| -> Result<Vec<u8>, BodyError> {
         let mut out = Vec::new();
         // One byte past the limit tells "over" from "exactly at".
-        (&mut r).take(limits.max_decoded as u64 + 1).read_to_end(&mut out).map_err(|e| BodyError::Compression {
-            encoding: encoding.name(),
-            reason: e.to_string(),
-        })?;
+        (&mut r)
+            .take(limits.max_decoded as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| BodyError::Compression { encoding: encoding.name(), reason: e.to_string() })?;
         if out.len() > limits.max_decoded {
             return Err(BodyError::TooLarge { what: "decoded body", limit: limits.max_decoded });
         }
@@ -190,7 +190,8 @@ pub fn decode<'a>(encoding: Encoding, body: &'a [u8], limits: &Limits) -> Result
         Encoding::Gzip => inflate(Box::new(flate2::read::MultiGzDecoder::new(body))).map(Cow::Owned),
         Encoding::Deflate => {
             // HTTP's deflate is zlib-wrapped; some clients send raw deflate.
-            let zlib = body.len() >= 2 && ((u16::from(body[0]) << 8) | u16::from(body[1])) % 31 == 0 && body[0] & 0x0f == 8;
+            let zlib =
+                body.len() >= 2 && ((u16::from(body[0]) << 8) | u16::from(body[1])) % 31 == 0 && body[0] & 0x0f == 8;
             if zlib {
                 inflate(Box::new(flate2::read::ZlibDecoder::new(body))).map(Cow::Owned)
             } else {
@@ -198,10 +199,8 @@ pub fn decode<'a>(encoding: Encoding, body: &'a [u8], limits: &Limits) -> Result
             }
         }
         Encoding::Zstd => {
-            let d = zstd::stream::read::Decoder::new(body).map_err(|e| BodyError::Compression {
-                encoding: "zstd",
-                reason: e.to_string(),
-            })?;
+            let d = zstd::stream::read::Decoder::new(body)
+                .map_err(|e| BodyError::Compression { encoding: "zstd", reason: e.to_string() })?;
             inflate(Box::new(d)).map(Cow::Owned)
         }
     }
@@ -313,8 +312,7 @@ fn split_ndjson<'a>(body: &'a [u8], limits: &Limits) -> Result<Vec<&'a [u8]>, Bo
         }
         check_event(index, bytes, limits)?;
         // Validates the whole line as one JSON value (UTF-8 included).
-        serde_json::from_slice::<&RawValue>(bytes)
-            .map_err(|e| BodyError::Event { index, reason: json_reason(&e) })?;
+        serde_json::from_slice::<&RawValue>(bytes).map_err(|e| BodyError::Event { index, reason: json_reason(&e) })?;
         out.push(bytes);
     }
     Ok(out)

@@ -101,7 +101,8 @@ impl Metrics {
 /// port (the kernel spreads connections among them).
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     let listen = |source| ServerError::Listen { addr, source };
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(listen)?;
+    let socket =
+        socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(listen)?;
     socket.set_reuse_address(true).map_err(listen)?;
     socket.set_reuse_port(true).map_err(listen)?;
     socket.set_nonblocking(true).map_err(listen)?;
@@ -184,7 +185,8 @@ fn answer(ack: &Ack) -> Response {
         ack.leaf_count,
         ack.first_leaf + ack.leaf_count
     );
-    let mut r = (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
+    let mut r =
+        (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     if ack.replay {
         r.headers_mut().insert("chronos-replay", HeaderValue::from_static("true"));
     }
@@ -219,7 +221,11 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
             let inner = e.into_inner();
             let too_large = inner.downcast_ref::<http_body_util::LengthLimitError>().is_some();
             return if too_large {
-                json_error(StatusCode::PAYLOAD_TOO_LARGE, &format!("body exceeds the limit of {} bytes", limits.max_body), None)
+                json_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!("body exceeds the limit of {} bytes", limits.max_body),
+                    None,
+                )
             } else {
                 json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {inner}"), None)
             };
@@ -230,7 +236,8 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     let content_type = header_str(header::CONTENT_TYPE);
     // Decompressing and splitting a large body takes milliseconds: off the reactor.
     let s2 = s.clone();
-    let prepared = tokio::task::spawn_blocking(move || prepare(&s2, &raw, encoding.as_deref(), content_type.as_deref())).await;
+    let prepared =
+        tokio::task::spawn_blocking(move || prepare(&s2, &raw, encoding.as_deref(), content_type.as_deref())).await;
     let (request, rx) = match prepared {
         Ok(Ok(Prepared::Queued { request, rx })) => (request, rx),
         Ok(Ok(Prepared::Busy(msg))) => return unavailable(s, &msg),
@@ -408,7 +415,8 @@ pub async fn serve(
     metrics.register(&mut registry);
     // Request numbers start at a per-process random-ish point, so answers
     // meant for a predecessor in this slot never match a new request.
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40);
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 40);
     let shared = Arc::new(Shared {
         settings,
         producers,
@@ -432,7 +440,10 @@ pub async fn serve(
         })?
     };
     let app = Router::new()
-        .route("/ingest", get(|| async { StatusCode::METHOD_NOT_ALLOWED }).head(|| async { StatusCode::OK }).post(post_ingest))
+        .route(
+            "/ingest",
+            get(|| async { StatusCode::METHOD_NOT_ALLOWED }).head(|| async { StatusCode::OK }).post(post_ingest),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))

@@ -11,8 +11,8 @@ use std::io::Write as _;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use chronos_ipc::ring::{self, Producer};
 use chronos_ipc::Distributor;
+use chronos_ipc::ring::{self, Producer};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [usize; 2] = [150, 4096];

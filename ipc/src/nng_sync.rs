@@ -69,7 +69,9 @@ impl SyncSocket {
         let sock = SyncSocket::open(true)?;
         let u = url(u)?;
         // SAFETY: live C string; null dialer; NNG_FLAG_NONBLOCK = dial in the background.
-        unsafe { check("dial", sys::nng_dial(sock.s, u.as_ptr(), std::ptr::null_mut(), sys::NNG_FLAG_NONBLOCK as i32))? };
+        unsafe {
+            check("dial", sys::nng_dial(sock.s, u.as_ptr(), std::ptr::null_mut(), sys::NNG_FLAG_NONBLOCK as i32))?
+        };
         Ok(sock)
     }
 

@@ -62,8 +62,9 @@ impl Segment {
     /// attacher can tell "still initializing" from "creator died".
     pub(crate) fn create(name: &str, capacity: u64, max_record: u64) -> Result<Segment, RingError> {
         let cname = shm_name(name)?;
-        let fd = shm_open(cname.as_c_str(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, Mode::S_IRUSR | Mode::S_IWUSR)
-            .map_err(|e| match e {
+        let fd =
+            shm_open(cname.as_c_str(), OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR, Mode::S_IRUSR | Mode::S_IWUSR)
+                .map_err(|e| match e {
                 Errno::EEXIST => RingError::Exists { name: name.to_owned() },
                 e => RingError::os(format!("shm_open {name}"))(e),
             })?;
@@ -295,7 +296,8 @@ pub(crate) fn roles_alive(name: &str) -> Result<[bool; 3], RingError> {
         e => RingError::os(format!("shm_open {name}"))(e),
     })?;
     let mut out = [false; 3];
-    for (i, byte) in [crate::layout::LOCK_PRODUCER, crate::layout::LOCK_CONSUMER, LOCK_CREATOR].into_iter().enumerate() {
+    for (i, byte) in [crate::layout::LOCK_PRODUCER, crate::layout::LOCK_CONSUMER, LOCK_CREATOR].into_iter().enumerate()
+    {
         out[i] = lock_holder(&fd, byte).map_err(RingError::os("checking role locks"))?.is_some();
     }
     Ok(out)

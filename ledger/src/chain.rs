@@ -183,7 +183,11 @@ mod tests {
             first_leaf,
             leaf_count,
             root: Hash([seq as u8; 32]),
-            time: TrustedTime { time: TimeNs(1_700_000_000_000_000_000), uncertainty_ns: 5, source: TimeSource::local() },
+            time: TrustedTime {
+                time: TimeNs(1_700_000_000_000_000_000),
+                uncertainty_ns: 5,
+                source: TimeSource::local(),
+            },
         }
     }
 
@@ -199,10 +203,7 @@ mod tests {
         let two = one.next(&h, &header(2, 3, 2)).unwrap();
         assert_eq!((two.seq, two.size), (2, 5));
         assert_ne!(one.hash, two.hash);
-        assert_eq!(
-            one.next(&h, &header(2, 3, u64::MAX)),
-            Err(ChainError::Overflow { seq: 2 })
-        );
+        assert_eq!(one.next(&h, &header(2, 3, u64::MAX)), Err(ChainError::Overflow { seq: 2 }));
     }
 
     #[test]

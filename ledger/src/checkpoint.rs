@@ -82,7 +82,8 @@ impl Checkpoint {
         let hash = HashAlg::from_name(h[0]).ok_or_else(|| bad(4, &format!("unknown hash algorithm {:?}", h[0])))?;
         let c = fields(5, "chain", 2)?;
         let chain_seq = parse_decimal(c[0]).ok_or_else(|| bad(5, "chain seq is not a canonical decimal"))?;
-        let chain_hash = Hash::from_base64(c[1]).ok_or_else(|| bad(5, "chain value is not canonical base64 of 32 bytes"))?;
+        let chain_hash =
+            Hash::from_base64(c[1]).ok_or_else(|| bad(5, "chain value is not canonical base64 of 32 bytes"))?;
         let t = fields(6, "time", 3)?;
         let time = TrustedTime {
             time: TimeNs(parse_decimal(t[0]).ok_or_else(|| bad(6, "time is not a canonical decimal"))?),

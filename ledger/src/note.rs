@@ -250,7 +250,8 @@ impl Note {
             return Err(FormatError::malformed(WHAT, s.lines().count(), "does not end with a newline"));
         }
         // The text ends at the last blank line; signature lines are never empty.
-        let split = s.rfind("\n\n").ok_or_else(|| FormatError::malformed(WHAT, 0, "no blank line before the signatures"))?;
+        let split =
+            s.rfind("\n\n").ok_or_else(|| FormatError::malformed(WHAT, 0, "no blank line before the signatures"))?;
         let text = &s[..=split];
         check_text(text)?;
         let text_lines = text.matches('\n').count();
@@ -259,11 +260,18 @@ impl Note {
         for (i, line) in block.split_terminator('\n').enumerate() {
             let lineno = text_lines + 2 + i;
             if signatures.len() == MAX_NOTE_SIGNATURES {
-                return Err(FormatError::malformed(WHAT, lineno, format!("more than {MAX_NOTE_SIGNATURES} signatures")));
+                return Err(FormatError::malformed(
+                    WHAT,
+                    lineno,
+                    format!("more than {MAX_NOTE_SIGNATURES} signatures"),
+                ));
             }
             let bad = |reason: &str| FormatError::malformed(WHAT, lineno, reason.to_owned());
-            let rest = line.strip_prefix(SIG_PREFIX).ok_or_else(|| bad("signature line does not start with an em dash and a space"))?;
-            let (name, b64) = rest.split_once(' ').ok_or_else(|| bad("signature line has no space after the key name"))?;
+            let rest = line
+                .strip_prefix(SIG_PREFIX)
+                .ok_or_else(|| bad("signature line does not start with an em dash and a space"))?;
+            let (name, b64) =
+                rest.split_once(' ').ok_or_else(|| bad("signature line has no space after the key name"))?;
             validate_key_name(WHAT, name).map_err(|_| bad("key name is empty or has spaces or '+'"))?;
             // Lenient like Go's decoder (trailing bits may be set): the line
             // is not signed, and witnesses' lines must not sink the note.

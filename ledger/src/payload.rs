@@ -78,7 +78,9 @@ pub fn decode(codec: i16, payload: &[u8], count: u64, max_decoded: usize) -> Res
         let flags = take(&mut at, 1)?[0];
         let claimed_time_ns = match flags {
             0 => None,
-            HAS_TIME => Some(i64::from_be_bytes(take(&mut at, 8)?.try_into().map_err(|_| PayloadError("time".into()))?)),
+            HAS_TIME => {
+                Some(i64::from_be_bytes(take(&mut at, 8)?.try_into().map_err(|_| PayloadError("time".into()))?))
+            }
             f => return Err(PayloadError(format!("event {}: unknown flags {f:#x}", out.len()))),
         };
         let bytes = take(&mut at, len)?.to_vec();

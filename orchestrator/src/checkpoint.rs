@@ -49,7 +49,12 @@ pub struct Signer {
 }
 
 impl Signer {
-    pub fn new(settings: &Settings, last: Option<(u64, u64)>, history: Arc<Mutex<History>>, metrics: Metrics) -> Signer {
+    pub fn new(
+        settings: &Settings,
+        last: Option<(u64, u64)>,
+        history: Arc<Mutex<History>>,
+        metrics: Metrics,
+    ) -> Signer {
         Signer {
             origin: settings.origin.clone(),
             hasher: settings.hasher.clone(),
@@ -111,7 +116,10 @@ impl Signer {
             return Err(VaultError::Corrupt { seq, reason: "committed batch unknown to the sequencer".into() });
         };
         if (h_size, h_chain) != (size, chain) {
-            return Err(VaultError::Corrupt { seq, reason: "committed chain or size differs from the sequenced one".into() });
+            return Err(VaultError::Corrupt {
+                seq,
+                reason: "committed chain or size differs from the sequenced one".into(),
+            });
         }
         let now = crate::stages::now_ns();
         let cp = Checkpoint {

@@ -96,7 +96,11 @@ impl Metrics {
     pub fn register(&self, r: &mut Registry) {
         r.register("chronos_orchestrator_batches", "Batches sequenced", self.batches.clone());
         r.register("chronos_orchestrator_events", "Events sequenced", self.events.clone());
-        r.register("chronos_orchestrator_duplicates", "Bodies answered from the idempotency window", self.duplicates.clone());
+        r.register(
+            "chronos_orchestrator_duplicates",
+            "Bodies answered from the idempotency window",
+            self.duplicates.clone(),
+        );
         r.register("chronos_orchestrator_rejected", "Records refused by a stage or undecodable", self.rejected.clone());
         r.register("chronos_orchestrator_checkpoints", "Checkpoints signed", self.checkpoints.clone());
         r.register("chronos_orchestrator_seq", "Seq of the last sequenced batch", self.seq.clone());
@@ -157,9 +161,11 @@ fn open_rings(settings: &Settings) -> Result<(RingSet, Producer), RingError> {
 /// Runs until `stop` is set, then signs a final checkpoint once the vault
 /// writer has committed everything.
 pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<(), OrchestratorError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().map_err(|e| {
-        OrchestratorError::Refused(format!("cannot start the async runtime: {e}"))
-    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| OrchestratorError::Refused(format!("cannot start the async runtime: {e}")))?;
     let (mut inputs, mut output) = open_rings(settings)?;
     // Taking the producer role first means nobody else sequences; then
     // everything a predecessor handed on must be committed before the
@@ -179,7 +185,12 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     let mut spine = restore::spine(settings, &restored);
     metrics.seq.set(restored.head.seq as i64);
     metrics.tree_size.set(restored.head.size as i64);
-    tracing::info!(seq = restored.head.seq, size = restored.head.size, keys = restored.keys.len(), "orchestrator ready");
+    tracing::info!(
+        seq = restored.head.seq,
+        size = restored.head.size,
+        keys = restored.keys.len(),
+        "orchestrator ready"
+    );
 
     let signer = checkpoint::Signer::new(settings, restored.last_signed, history.clone(), metrics.clone());
     let cp_stop = Arc::new(AtomicBool::new(false));
@@ -203,7 +214,9 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         // Final checkpoint: once the vault writer committed all we handed on.
         let deadline = Instant::now() + Duration::from_secs(30);
         if !output.wait_drained(deadline) {
-            tracing::warn!("the vault writer did not commit everything within 30 s; the final checkpoint covers what it did");
+            tracing::warn!(
+                "the vault writer did not commit everything within 30 s; the final checkpoint covers what it did"
+            );
         }
     }
     cp_stop.store(true, Ordering::Relaxed);

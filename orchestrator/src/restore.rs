@@ -73,7 +73,9 @@ pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError>
             let verifier = settings.signer.verifier();
             let cp = match Checkpoint::open(note.as_bytes(), &verifier) {
                 Ok((cp, _)) => cp,
-                Err(e) => return Err(refuse(&mut vault, "checkpoint_bad_signature", format!("latest checkpoint: {e}")).await),
+                Err(e) => {
+                    return Err(refuse(&mut vault, "checkpoint_bad_signature", format!("latest checkpoint: {e}")).await);
+                }
             };
             if let Err(reason) = check_against(&mut vault, settings, &cp, &head, &root, &genesis).await? {
                 return Err(refuse(&mut vault, "checkpoint_mismatch", reason).await);
@@ -101,7 +103,11 @@ async fn check_against(
     genesis: &ChainHead,
 ) -> Result<Result<(), String>, OrchestratorError> {
     if cp.hash != settings.hasher.alg() {
-        return Ok(Err(format!("the latest checkpoint uses {}, the log {}", cp.hash.name(), settings.hasher.alg().name())));
+        return Ok(Err(format!(
+            "the latest checkpoint uses {}, the log {}",
+            cp.hash.name(),
+            settings.hasher.alg().name()
+        )));
     }
     if cp.chain_seq > head.seq || cp.size > head.size {
         return Ok(Err(format!(

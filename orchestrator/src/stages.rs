@@ -274,4 +274,3 @@ impl Stage for Tree {
         Ok(Verdict::Continue)
     }
 }
-

@@ -142,7 +142,10 @@ fn find_bindir() -> Result<PathBuf, HarnessError> {
         return if has_server(&d) {
             Ok(d)
         } else {
-            Err(HarnessError::NotInstalled(format!("CHRONOS_PG_BINDIR={} has no initdb and postgres; {INSTALL_HINT}", d.display())))
+            Err(HarnessError::NotInstalled(format!(
+                "CHRONOS_PG_BINDIR={} has no initdb and postgres; {INSTALL_HINT}",
+                d.display()
+            )))
         };
     }
     // Debian and Ubuntu: /usr/lib/postgresql/<major>/bin; take the newest.
@@ -204,7 +207,17 @@ fn template(install: &Install) -> Result<PathBuf, HarnessError> {
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o700)).map_err(io("chmod template"))?;
     install.give(&tmp)?;
     let mut initdb = install.command("initdb");
-    initdb.arg("-D").arg(&tmp).args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+    initdb.arg("-D").arg(&tmp).args([
+        "-U",
+        SUPERUSER,
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+        "--no-sync",
+        "--no-instructions",
+    ]);
     run(initdb)?;
     File::create(tmp.join("complete")).map_err(io("marking the template complete"))?;
     fs::rename(&tmp, &dir).map_err(io(format!("renaming {} to {}", tmp.display(), dir.display())))?;
@@ -295,11 +308,8 @@ impl PgCluster {
             None => free_port()?,
         };
         let log_path = self.base.join("postgres.log");
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(io("opening postgres.log"))?;
+        let log =
+            fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io("opening postgres.log"))?;
         self.install.give(&log_path)?;
         let mut cmd = Command::new("setpriv");
         if let Some(u) = &self.install.run_as {
@@ -345,7 +355,10 @@ impl PgCluster {
             }
             if Instant::now() > deadline {
                 self.stop();
-                return Err(HarnessError::Start { reason: format!("not ready after {START_TIMEOUT:?}"), log: self.log() });
+                return Err(HarnessError::Start {
+                    reason: format!("not ready after {START_TIMEOUT:?}"),
+                    log: self.log(),
+                });
             }
             sleep(Duration::from_millis(50));
         }
@@ -385,8 +398,14 @@ impl PgCluster {
     /// Runs SQL through `psql` against `dbname` and returns its unaligned output.
     pub fn psql(&self, dbname: &str, sql: &str) -> Result<String, HarnessError> {
         let mut cmd = self.install.command("psql");
-        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", SUPERUSER])
-            .args(["-p", &self.port.to_string(), "-d", dbname, "-c", sql]);
+        cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", SUPERUSER]).args([
+            "-p",
+            &self.port.to_string(),
+            "-d",
+            dbname,
+            "-c",
+            sql,
+        ]);
         let out = run(cmd)?;
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
     }

@@ -113,14 +113,22 @@ impl Metrics {
         r.register("chronos_vault_writer_events", "Events committed", self.events.clone());
         r.register("chronos_vault_writer_event_bytes", "Event bytes committed", self.bytes.clone());
         r.register("chronos_vault_writer_flush_seconds", "Time to commit one flush", self.flush_seconds.clone());
-        r.register("chronos_vault_writer_commit_failures", "Flushes that failed and were retried", self.commit_failures.clone());
+        r.register(
+            "chronos_vault_writer_commit_failures",
+            "Flushes that failed and were retried",
+            self.commit_failures.clone(),
+        );
         r.register(
             "chronos_vault_writer_acks_dropped",
             "Acknowledgements not delivered because an ingest slot's ring was full (its client retries)",
             self.acks_dropped.clone(),
         );
         r.register("chronos_vault_writer_committed_seq", "Highest committed batch seq", self.committed_seq.clone());
-        r.register("chronos_vault_writer_database_up", "1 when the last database operation succeeded", self.db_up.clone());
+        r.register(
+            "chronos_vault_writer_database_up",
+            "1 when the last database operation succeeded",
+            self.db_up.clone(),
+        );
     }
 }
 
@@ -189,7 +197,10 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
                     tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable");
                     let since = *down_since.get_or_insert_with(Instant::now);
                     if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(10) {
-                        tracing::error!(pending = pending.len(), "stopping with the database down; the records stay in the ring");
+                        tracing::error!(
+                            pending = pending.len(),
+                            "stopping with the database down; the records stay in the ring"
+                        );
                         return Ok(());
                     }
                     std::thread::sleep(backoff);
@@ -291,13 +302,23 @@ impl Writer<'_> {
             let done = vault
                 .rebuild_logs(&self.s.hasher, |p| {
                     if last_report.elapsed() >= Duration::from_secs(1) {
-                        tracing::info!(batches = p.batches_done, of = p.batches_total, leaves = p.leaves_done, "rebuilding logs");
+                        tracing::info!(
+                            batches = p.batches_done,
+                            of = p.batches_total,
+                            leaves = p.leaves_done,
+                            "rebuilding logs"
+                        );
                         last_report = Instant::now();
                     }
                 })
                 .await;
             match done {
-                Ok(p) => tracing::info!(batches = p.batches_done, leaves = p.leaves_done, seconds = started.elapsed().as_secs_f64(), "logs table rebuilt"),
+                Ok(p) => tracing::info!(
+                    batches = p.batches_done,
+                    leaves = p.leaves_done,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "logs table rebuilt"
+                ),
                 Err(e @ VaultError::Database(_)) => return Err(db_err(e)),
                 Err(e) => {
                     let detail = serde_json::json!({ "reason": e.to_string() }).to_string();
@@ -360,10 +381,18 @@ impl Writer<'_> {
                 }
                 tag::DUPLICATE => {
                     let d = Duplicate::decode(p.tag, &p.bytes).map_err(|e| FlushError::Refused(e.to_string()))?;
-                    let ack = Ack { request: d.reply.request, seq: d.seq, first_leaf: d.first_leaf, leaf_count: d.leaf_count, replay: true };
+                    let ack = Ack {
+                        request: d.reply.request,
+                        seq: d.seq,
+                        first_leaf: d.first_leaf,
+                        leaf_count: d.leaf_count,
+                        replay: true,
+                    };
                     answers.push((d.reply.slot, ack));
                 }
-                other => return Err(FlushError::Refused(format!("unexpected record tag {other} in the sequenced ring"))),
+                other => {
+                    return Err(FlushError::Refused(format!("unexpected record tag {other} in the sequenced ring")));
+                }
             }
         }
         let mut batches = Vec::with_capacity(decoded.len());
@@ -373,7 +402,8 @@ impl Writer<'_> {
         let mut bytes = 0u64;
         for s in &decoded {
             let d = &s.decided;
-            let source = TimeSource::new(&d.source).map_err(|e| FlushError::Refused(format!("batch {}: {e}", d.seq)))?;
+            let source =
+                TimeSource::new(&d.source).map_err(|e| FlushError::Refused(format!("batch {}: {e}", d.seq)))?;
             let header = BatchHeader {
                 seq: d.seq,
                 first_leaf: d.first_leaf,
@@ -382,9 +412,13 @@ impl Writer<'_> {
                 time: TrustedTime { time: TimeNs(d.time_ns), uncertainty_ns: d.uncertainty_ns, source },
             };
             // The chain must extend what is stored: recompute the link.
-            let next = head.next(&self.s.hasher, &header).map_err(|e| FlushError::Refused(format!("batch {}: {e}", d.seq)))?;
+            let next =
+                head.next(&self.s.hasher, &header).map_err(|e| FlushError::Refused(format!("batch {}: {e}", d.seq)))?;
             if next.hash.0 != d.chain {
-                return Err(FlushError::Refused(format!("batch {}: its chain value does not link to batch {}", d.seq, head.seq)));
+                return Err(FlushError::Refused(format!(
+                    "batch {}: its chain value does not link to batch {}",
+                    d.seq, head.seq
+                )));
             }
             head = next;
             let leaves: Vec<Hash> = s.hashed.leaves().map(Hash).collect();
@@ -407,7 +441,10 @@ impl Writer<'_> {
         }
         if !batches.is_empty() {
             level0.extend(upper);
-            let vault = self.vault.as_mut().ok_or_else(|| FlushError::Unavailable(VaultError::Range("not connected".into())))?;
+            let vault = self
+                .vault
+                .as_mut()
+                .ok_or_else(|| FlushError::Unavailable(VaultError::Range("not connected".into())))?;
             // If we crash during this call, PostgreSQL keeps all of it or
             // none of it; the records stay unreleased either way.
             vault.commit(&batches, &level0).await?;

@@ -54,7 +54,9 @@ pub enum SchemaError {
     NewerSchema { found: i32, supported: i32 },
     /// An applied migration's text differs from this binary's: the schema in
     /// the database is not the one this binary was built for.
-    #[error("migration {version} ({name}) was applied with different contents; the database does not match this binary's schema")]
+    #[error(
+        "migration {version} ({name}) was applied with different contents; the database does not match this binary's schema"
+    )]
     Changed { version: i32, name: String },
 }
 

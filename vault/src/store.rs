@@ -131,19 +131,20 @@ impl Vault {
             .await?;
         let stored: (String, String, Option<Vec<u8>>, String, Vec<u8>) =
             (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
-        let want = (id.origin.to_owned(), id.hash_alg.to_owned(), key_check, id.verifier_key.to_owned(), id.genesis.0.to_vec());
+        let want = (
+            id.origin.to_owned(),
+            id.hash_alg.to_owned(),
+            key_check,
+            id.verifier_key.to_owned(),
+            id.genesis.0.to_vec(),
+        );
         let fields = ["origin", "hash algorithm", "hash key fingerprint", "verifier key", "genesis"];
-        let differs: Vec<&str> = [
-            stored.0 != want.0,
-            stored.1 != want.1,
-            stored.2 != want.2,
-            stored.3 != want.3,
-            stored.4 != want.4,
-        ]
-        .iter()
-        .zip(fields)
-        .filter_map(|(d, f)| d.then_some(f))
-        .collect();
+        let differs: Vec<&str> =
+            [stored.0 != want.0, stored.1 != want.1, stored.2 != want.2, stored.3 != want.3, stored.4 != want.4]
+                .iter()
+                .zip(fields)
+                .filter_map(|(d, f)| d.then_some(f))
+                .collect();
         if differs.is_empty() {
             return Ok(());
         }
@@ -203,10 +204,10 @@ impl Vault {
         rows.iter()
             .map(|r| {
                 let seq: i64 = r.get(1);
-                let key: [u8; 32] = r
-                    .get::<_, &[u8]>(0)
-                    .try_into()
-                    .map_err(|_| VaultError::Corrupt { seq: seq as u64, reason: "idempotency key is not 32 bytes".into() })?;
+                let key: [u8; 32] = r.get::<_, &[u8]>(0).try_into().map_err(|_| VaultError::Corrupt {
+                    seq: seq as u64,
+                    reason: "idempotency key is not 32 bytes".into(),
+                })?;
                 Ok(RecentKey {
                     key,
                     seq: seq as u64,
@@ -259,7 +260,11 @@ impl Vault {
     /// canonical payload, and their `logs` rows, both by binary COPY, and
     /// the tree nodes they completed on tile levels (`tile_nodes`, in the
     /// order the compact range completed them; see [`crate::tiles`]).
-    pub async fn commit(&mut self, batches: &[BatchRecord<'_>], tile_nodes: &[(NodeId, Hash)]) -> Result<(), VaultError> {
+    pub async fn commit(
+        &mut self,
+        batches: &[BatchRecord<'_>],
+        tile_nodes: &[(NodeId, Hash)],
+    ) -> Result<(), VaultError> {
         let Some(last) = batches.last() else { return Ok(()) };
         let end = last.header.end_leaf().ok_or_else(|| VaultError::Range("leaf index overflow".into()))?;
         let tx = self.client.transaction().await?;
@@ -278,7 +283,8 @@ impl Vault {
     /// The leaf index after the last stored batch, and the one after the
     /// last row of `logs` (they differ after a PostgreSQL crash emptied it).
     pub async fn ends(&mut self) -> Result<(u64, u64), VaultError> {
-        let last = self.client.query_opt("SELECT first_leaf + leaf_count FROM batches ORDER BY seq DESC LIMIT 1", &[]).await?;
+        let last =
+            self.client.query_opt("SELECT first_leaf + leaf_count FROM batches ORDER BY seq DESC LIMIT 1", &[]).await?;
         let batches_end = last.map_or(0, |row| row.get::<_, i64>(0) as u64);
         let logs_end: Option<i64> = self.client.query_one("SELECT max(leaf_index) + 1 FROM logs", &[]).await?.get(0);
         Ok((batches_end, logs_end.map_or(0, |v| v as u64)))
@@ -301,7 +307,8 @@ impl Vault {
     ) -> Result<RebuildProgress, VaultError> {
         let (_, logs_end) = self.ends().await?;
         let from = i64_of("leaf", logs_end)?;
-        let total: i64 = self.client.query_one("SELECT count(*) FROM batches WHERE first_leaf >= $1", &[&from]).await?.get(0);
+        let total: i64 =
+            self.client.query_one("SELECT count(*) FROM batches WHERE first_leaf >= $1", &[&from]).await?.get(0);
         let mut done = RebuildProgress { batches_done: 0, batches_total: total as u64, leaves_done: 0 };
         let mut after_seq: i64 = self
             .client
@@ -328,7 +335,8 @@ impl Vault {
                 let events = payload::decode(row.get(4), row.get::<_, &[u8]>(5), count as u64, MAX_PAYLOAD)
                     .map_err(|e| corrupt(e.to_string()))?;
                 let leaves: Vec<Hash> = events.iter().map(|e| hasher.leaf(&e.bytes)).collect();
-                let root = Hash::from_slice(row.get::<_, &[u8]>(3)).ok_or_else(|| corrupt("root is not 32 bytes".into()))?;
+                let root =
+                    Hash::from_slice(row.get::<_, &[u8]>(3)).ok_or_else(|| corrupt("root is not 32 bytes".into()))?;
                 if tree::root(hasher, &leaves) != root {
                     return Err(corrupt("its payload does not hash to its stored root".into()));
                 }
@@ -433,7 +441,12 @@ async fn copy_batches(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Resu
         if b.events.len() as u64 != h.leaf_count || b.leaf_hashes.len() as u64 != h.leaf_count {
             return Err(VaultError::Corrupt {
                 seq: h.seq,
-                reason: format!("{} events and {} hashes for {} leaves", b.events.len(), b.leaf_hashes.len(), h.leaf_count),
+                reason: format!(
+                    "{} events and {} hashes for {} leaves",
+                    b.events.len(),
+                    b.leaf_hashes.len(),
+                    h.leaf_count
+                ),
             });
         }
         let encoded;
@@ -463,7 +476,8 @@ async fn copy_batches(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Resu
 }
 
 async fn copy_logs<'a>(tx: &Transaction<'_>, rows: impl Iterator<Item = LogRow<'a>>) -> Result<(), VaultError> {
-    let sink = tx.copy_in("COPY logs (leaf_index, batch_seq, claimed_time, leaf_hash, event) FROM STDIN BINARY").await?;
+    let sink =
+        tx.copy_in("COPY logs (leaf_index, batch_seq, claimed_time, leaf_hash, event) FROM STDIN BINARY").await?;
     let types = [Type::INT8, Type::INT8, Type::TIMESTAMPTZ, Type::BYTEA, Type::BYTEA];
     let mut w = pin!(BinaryCopyInWriter::new(sink, &types));
     for r in rows {

@@ -148,7 +148,11 @@ impl NodeSource for TileSet {
 
 /// Reads the compact range of the tree of `size` leaves from the tiles:
 /// what the sequencer restores at start.
-pub async fn compact_range(client: &Client, hasher: &TreeHasher, size: u64) -> Result<chronos_ledger::CompactRange, VaultError> {
+pub async fn compact_range(
+    client: &Client,
+    hasher: &TreeHasher,
+    size: u64,
+) -> Result<chronos_ledger::CompactRange, VaultError> {
     let ids = chronos_ledger::CompactRange::node_ids_for(size);
     let set = fetch(client, hasher, &ids).await?;
     let hashes = set.nodes(&ids).map_err(|e| VaultError::Corrupt { seq: 0, reason: e.to_string() })?;

@@ -240,7 +240,15 @@ impl Hashed {
         if bytes.len() != total {
             return Err(r.invalid_at("events", at, format!("{} bytes, the table says {total}", bytes.len())));
         }
-        Ok(HashedRef { reply: head.reply, key: head.key, root, leaves, payload, events: Events { table, bytes }, raw: buf })
+        Ok(HashedRef {
+            reply: head.reply,
+            key: head.key,
+            root,
+            leaves,
+            payload,
+            events: Events { table, bytes },
+            raw: buf,
+        })
     }
 }
 
@@ -365,7 +373,10 @@ impl Sequenced {
         }
         let hashed = r.rest();
         let hashed = Hashed::decode(tag::HASHED, hashed)?;
-        Ok(SequencedRef { decided: Sequenced { seq, first_leaf, time_ns, uncertainty_ns, source, chain, nodes }, hashed })
+        Ok(SequencedRef {
+            decided: Sequenced { seq, first_leaf, time_ns, uncertainty_ns, source, chain, nodes },
+            hashed,
+        })
     }
 }
 
@@ -448,7 +459,8 @@ impl Ack {
     pub fn decode(tag: u32, buf: &[u8]) -> Result<Ack, WireError> {
         check_tag(tag, tag::ACK, "ACK")?;
         let mut r = Reader::new("ACK", buf);
-        let (request, seq, first_leaf, leaf_count) = (r.u64("request")?, r.u64("seq")?, r.u64("first leaf")?, r.u64("leaf count")?);
+        let (request, seq, first_leaf, leaf_count) =
+            (r.u64("request")?, r.u64("seq")?, r.u64("first leaf")?, r.u64("leaf count")?);
         let at = r.offset();
         let replay = match r.u8("replay")? {
             0 => false,

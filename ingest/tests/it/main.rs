@@ -27,7 +27,9 @@ fn a_json_array_yields_each_element_byte_for_byte() {
 #[test]
 fn ndjson_with_or_without_a_final_newline_and_crlf() {
     let want = vec![b"{\"a\":1}".to_vec(), b"{\"b\": [1, 2]}".to_vec()];
-    for body in [&b"{\"a\":1}\n{\"b\": [1, 2]}"[..], b"{\"a\":1}\n{\"b\": [1, 2]}\n", b"{\"a\":1}\r\n  {\"b\": [1, 2]}\r\n"] {
+    for body in
+        [&b"{\"a\":1}\n{\"b\": [1, 2]}"[..], b"{\"a\":1}\n{\"b\": [1, 2]}\n", b"{\"a\":1}\r\n  {\"b\": [1, 2]}\r\n"]
+    {
         assert_eq!(events(Some(Format::Ndjson), body), want, "{:?}", String::from_utf8_lossy(body));
     }
 }
@@ -189,8 +191,10 @@ fn object() -> impl Strategy<Value = String> {
         Just("[1, {\"x\": []}]".to_owned()),
     ];
     proptest::collection::vec(("[a-z_]{1,10}", value, ws.clone(), ws), 0..6).prop_map(|fields| {
-        let inner: Vec<String> =
-            fields.iter().map(|(k, v, w1, w2)| format!("{w1}{}{w2}:{w1}{v}{w2}", serde_json::to_string(k).unwrap())).collect();
+        let inner: Vec<String> = fields
+            .iter()
+            .map(|(k, v, w1, w2)| format!("{w1}{}{w2}:{w1}{v}{w2}", serde_json::to_string(k).unwrap()))
+            .collect();
         format!("{{{}}}", inner.join(","))
     })
 }

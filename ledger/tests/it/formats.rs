@@ -5,14 +5,17 @@ use chronos_ledger::chain::{TimeNs, TimeSource, TrustedTime};
 use chronos_ledger::proof::ProofFile;
 use chronos_ledger::spec::{MAX_NOTE_BYTES, MAX_PROOF_BYTES};
 use chronos_ledger::tree::{self, MemTree};
-use chronos_ledger::{Checkpoint, FormatError, Hash, HashAlg, HashKey, Note, NoteSigner, NoteVerifier, TreeHasher, VerifyError};
+use chronos_ledger::{
+    Checkpoint, FormatError, Hash, HashAlg, HashKey, Note, NoteSigner, NoteVerifier, TreeHasher, VerifyError,
+};
 
 // The example key and note of golang.org/x/mod/sumdb/note, the reference
 // implementation of signed notes. Ed25519 is deterministic, so our signature
 // must be byte-identical.
 const GO_SKEY: &str = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
 const GO_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
-const GO_TEXT: &str = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
+const GO_TEXT: &str =
+    "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n";
 const GO_SIG: &str = "\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
 
 const ORIGIN: &str = "example.com/chronos/test";
@@ -224,7 +227,10 @@ fn proof_files_round_trip_and_verify_offline() {
         parsed.verify(&v, key.as_ref(), None).unwrap();
 
         // Wrong event bytes, wrong key, wrong hash key.
-        assert!(matches!(parsed.verify(&v, key.as_ref(), Some(b"{\"event\":21}")), Err(VerifyError::LeafMismatch { .. })));
+        assert!(matches!(
+            parsed.verify(&v, key.as_ref(), Some(b"{\"event\":21}")),
+            Err(VerifyError::LeafMismatch { .. })
+        ));
         let other = NoteSigner::from_seed(ORIGIN, &[8; 32]).unwrap().verifier();
         assert!(matches!(parsed.verify(&other, key.as_ref(), None), Err(VerifyError::NoTrustedSignature { .. })));
         if key.is_some() {
@@ -254,7 +260,8 @@ fn proof_files_reject_malformed_input() {
     let h = TreeHasher::unkeyed(HashAlg::Sha256);
     let (cp, tree) = checkpoint(&h, 4);
     let note = cp.sign(&signer()).unwrap();
-    let good = ProofFile { extra: None, index: 1, path: tree::inclusion_proof(&h, &tree, 1, 4).unwrap(), checkpoint: note };
+    let good =
+        ProofFile { extra: None, index: 1, path: tree::inclusion_proof(&h, &tree, 1, 4).unwrap(), checkpoint: note };
     let text = good.encode();
     assert_eq!(ProofFile::parse(text.as_bytes()).unwrap(), good);
     // Without extra and without an event there is nothing to prove.
@@ -310,7 +317,10 @@ fn a_failing_signature_by_the_trusted_key_sinks_the_note_even_beside_a_good_one(
     // A second line by the same key over other text.
     let wrong = signer().signature_line("something else\n");
     let doubled = format!("{note}{wrong}");
-    assert!(matches!(Checkpoint::open(doubled.as_bytes(), &signer().verifier()), Err(VerifyError::BadSignature { .. })));
+    assert!(matches!(
+        Checkpoint::open(doubled.as_bytes(), &signer().verifier()),
+        Err(VerifyError::BadSignature { .. })
+    ));
 }
 
 #[test]
@@ -440,7 +450,10 @@ mod mutations {
     }
 
     fn edits() -> impl Strategy<Value = Vec<(usize, u8, u8)>> {
-        proptest::collection::vec((any::<usize>(), prop_oneof![any::<u8>(), Just(b'\n'), Just(b' '), Just(b'=')], 0u8..3), 1..4)
+        proptest::collection::vec(
+            (any::<usize>(), prop_oneof![any::<u8>(), Just(b'\n'), Just(b' '), Just(b'=')], 0u8..3),
+            1..4,
+        )
     }
 
     proptest! {

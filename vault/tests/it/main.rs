@@ -47,14 +47,19 @@ async fn first_migration_round_trips_a_batch() {
 
     // A batch built with the ledger crate, written and read back byte-exact.
     let h = TreeHasher::unkeyed(HashAlg::Blake3);
-    let events: Vec<Vec<u8>> = (0..5).map(|i| format!("{{\"message\":\"event {i}\",\"n\":{i}}}").into_bytes()).collect();
+    let events: Vec<Vec<u8>> =
+        (0..5).map(|i| format!("{{\"message\":\"event {i}\",\"n\":{i}}}").into_bytes()).collect();
     let leaves: Vec<_> = events.iter().map(|e| h.leaf(e)).collect();
     let header = BatchHeader {
         seq: 1,
         first_leaf: 0,
         leaf_count: events.len() as u64,
         root: tree::root(&h, &leaves),
-        time: TrustedTime { time: TimeNs(1_763_700_000_000_000_000), uncertainty_ns: 1_000_000, source: TimeSource::local() },
+        time: TrustedTime {
+            time: TimeNs(1_763_700_000_000_000_000),
+            uncertainty_ns: 1_000_000,
+            source: TimeSource::local(),
+        },
     };
     let genesis = ChainHead::genesis(&h, "example.com/vault");
     let head = genesis.next(&h, &header).unwrap();
@@ -101,9 +106,24 @@ async fn first_migration_round_trips_a_batch() {
     assert_eq!(b.get::<_, Vec<u8>>(1), head.hash.0.to_vec());
 
     // Constraints hold: no second log row, no malformed hash, no duplicate leaf.
-    assert!(c.execute("INSERT INTO chronos_log (id, origin, hash_alg, verifier_key, genesis) VALUES (2, 'x', 'blake3', 'k', $1)", &[&genesis.hash.0.as_slice()]).await.is_err());
-    assert!(c.execute("INSERT INTO tiles (level, idx, width, hashes) VALUES (0, 0, 2, $1)", &[&vec![0u8; 32]]).await.is_err());
-    assert!(c.execute("INSERT INTO logs (leaf_index, batch_seq, leaf_hash, event) VALUES (0, 1, '\\x00', '\\x00')", &[]).await.is_err());
+    assert!(
+        c.execute(
+            "INSERT INTO chronos_log (id, origin, hash_alg, verifier_key, genesis) VALUES (2, 'x', 'blake3', 'k', $1)",
+            &[&genesis.hash.0.as_slice()]
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        c.execute("INSERT INTO tiles (level, idx, width, hashes) VALUES (0, 0, 2, $1)", &[&vec![0u8; 32]])
+            .await
+            .is_err()
+    );
+    assert!(
+        c.execute("INSERT INTO logs (leaf_index, batch_seq, leaf_hash, event) VALUES (0, 1, '\\x00', '\\x00')", &[])
+            .await
+            .is_err()
+    );
     drop(db);
 }
 
@@ -135,7 +155,9 @@ async fn changed_or_newer_schemas_are_refused() {
         sha2::Sha256::digest(schema::MIGRATIONS[0].sql.as_bytes()).to_vec()
     };
     c.execute("UPDATE chronos_schema_migrations SET sha256 = $1 WHERE version = 1", &[&sum]).await.unwrap();
-    c.execute("INSERT INTO chronos_schema_migrations (version, name, sha256) VALUES (999, 'future', '\\x00')", &[]).await.unwrap();
+    c.execute("INSERT INTO chronos_schema_migrations (version, name, sha256) VALUES (999, 'future', '\\x00')", &[])
+        .await
+        .unwrap();
     let e = schema::migrate(&mut c).await.unwrap_err();
     assert!(matches!(e, SchemaError::NewerSchema { found: 999, .. }), "{e}");
     assert!(e.to_string().contains("upgrade chronos"));
@@ -145,8 +167,8 @@ mod store {
     //! Committing batches and rebuilding `logs` after a PostgreSQL crash.
 
     use chronos_ledger::chain::{BatchHeader, ChainHead, TimeNs, TimeSource, TrustedTime};
-    use chronos_ledger::{Hash, HashAlg, TreeHasher, tree};
     use chronos_ledger::payload::EventRef;
+    use chronos_ledger::{Hash, HashAlg, TreeHasher, tree};
     use chronos_vault::store::{BatchRecord, PARTITION_LEAVES, Vault, VaultError};
 
     use super::connect;
@@ -175,7 +197,11 @@ mod store {
             first_leaf,
             leaf_count: evs.len() as u64,
             root: tree::root(h, &leaf_hashes),
-            time: TrustedTime { time: TimeNs(1_763_700_000_000_000_000), uncertainty_ns: 0, source: TimeSource::local() },
+            time: TrustedTime {
+                time: TimeNs(1_763_700_000_000_000_000),
+                uncertainty_ns: 0,
+                source: TimeSource::local(),
+            },
         };
         if first_leaf == head.size {
             *head = head.next(h, &header).unwrap();
@@ -245,9 +271,11 @@ mod store {
         vault.commit(&[record(&h, &mut head, 0, &a), record(&h, &mut head, 5, &b)], &[]).await.unwrap();
         // Someone swaps batch 2's payload for batch 1's, and logs is empty.
         let c = vault.client();
-        c.batch_execute("UPDATE batches SET payload = (SELECT payload FROM batches WHERE seq = 1) WHERE seq = 2; TRUNCATE logs")
-            .await
-            .unwrap();
+        c.batch_execute(
+            "UPDATE batches SET payload = (SELECT payload FROM batches WHERE seq = 1) WHERE seq = 2; TRUNCATE logs",
+        )
+        .await
+        .unwrap();
         let e = vault.rebuild_logs(&h, |_| {}).await.unwrap_err();
         assert!(matches!(e, VaultError::Corrupt { seq: 2, .. }), "{e}");
         assert!(e.to_string().contains("does not hash to its stored root"), "{e}");
@@ -298,9 +326,9 @@ mod tiles {
     //! Tree nodes stored as tiles answer proofs exactly as the in-memory tree.
 
     use chronos_ledger::chain::{BatchHeader, TimeNs, TimeSource, TrustedTime};
+    use chronos_ledger::payload::EventRef;
     use chronos_ledger::tree::{self, CompactRange, MemTree, NodeId};
     use chronos_ledger::{Hash, HashAlg, TreeHasher};
-    use chronos_ledger::payload::EventRef;
     use chronos_vault::store::{BatchRecord, VaultError};
     use chronos_vault::tiles;
 
@@ -358,7 +386,11 @@ mod tiles {
             let plan = tree::inclusion_plan(index, size).unwrap();
             let set = tiles::fetch(vault.client(), &h, plan.node_ids()).await.unwrap();
             let from_tiles = tree::inclusion_proof(&h, &set, index, size).unwrap();
-            assert_eq!(from_tiles, tree::inclusion_proof(&h, &mem, index, size).unwrap(), "inclusion {index} in {size}");
+            assert_eq!(
+                from_tiles,
+                tree::inclusion_proof(&h, &mem, index, size).unwrap(),
+                "inclusion {index} in {size}"
+            );
             let root = mem.root_at(&h, size).unwrap();
             tree::verify_inclusion(&h, index, size, &h.leaf(&events[index as usize]), &from_tiles, &root).unwrap();
 
@@ -366,7 +398,11 @@ mod tiles {
             let plan = tree::consistency_plan(old, size).unwrap();
             let set = tiles::fetch(vault.client(), &h, plan.node_ids()).await.unwrap();
             let from_tiles = tree::consistency_proof(&h, &set, old, size).unwrap();
-            assert_eq!(from_tiles, tree::consistency_proof(&h, &mem, old, size).unwrap(), "consistency {old} to {size}");
+            assert_eq!(
+                from_tiles,
+                tree::consistency_proof(&h, &mem, old, size).unwrap(),
+                "consistency {old} to {size}"
+            );
             // O(log n) tile reads: a handful of tiles at most per proof.
             assert!(set.tiles_fetched() <= 2 * 3 + 2, "{} tiles for one proof", set.tiles_fetched());
         }
