@@ -291,7 +291,9 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
     let listener = chronos_ingest::server::bind(addr)?;
     let bound = listener.local_addr()?;
     std::fs::create_dir_all(plan.run_dir())?;
-    std::fs::write(plan.run_dir().join(format!("ingest-{slot}.addr")), format!("{bound}\n"))?;
+    let addr_file = plan.run_dir().join(format!("ingest-{slot}.addr"));
+    std::fs::write(addr_file.with_extension("tmp"), format!("{bound}\n"))?;
+    std::fs::rename(addr_file.with_extension("tmp"), &addr_file)?; // readers never see it half-written
     let stop = stop_flag(supervised())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let shutdown = async move {

@@ -54,7 +54,11 @@ impl Supervisor {
             c.env(k, v);
         }
         let child = c.spawn().with_context(|| format!("starting {}", p.name))?;
-        std::fs::write(self.run_dir.join(format!("{}.pid", p.name)), format!("{}\n", child.id()))?;
+        // Written aside and renamed, so a reader never sees a half-written file.
+        let pid_file = self.run_dir.join(format!("{}.pid", p.name));
+        let tmp = pid_file.with_extension("pid.tmp");
+        std::fs::write(&tmp, format!("{}\n", child.id()))?;
+        std::fs::rename(&tmp, &pid_file)?;
         tracing::info!(process = p.name, pid = child.id(), "started");
         p.child = Some(child);
         p.started = Instant::now();

@@ -205,7 +205,10 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
             .map_err(|e| OrchestratorError::Refused(format!("cannot start the checkpoint thread: {e}")))?
     };
 
-    if let Err(e) = std::fs::write(&settings.ready_file, format!("{}\n", std::process::id())) {
+    let tmp = settings.ready_file.with_extension("tmp");
+    let announced = std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| std::fs::rename(&tmp, &settings.ready_file));
+    if let Err(e) = announced {
         tracing::warn!(file = %settings.ready_file.display(), error = %e, "cannot announce readiness");
     }
     let result = sequence_loop(&mut spine, &mut inputs, &mut output, &history, stop, metrics);

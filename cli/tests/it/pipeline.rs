@@ -228,7 +228,8 @@ impl Drop for Stack {
     /// then remove this instance's rings, which a killed run leaves behind.
     fn drop(&mut self) {
         if let Some(mut up) = self.up.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.id() as i32), nix::sys::signal::Signal::SIGTERM);
             let deadline = Instant::now() + Duration::from_secs(60);
             while up.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
