@@ -218,7 +218,8 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         let due = !pending.is_empty() && (full || first_at.elapsed() >= settings.flush.max_age);
         if !due {
             let deadline = if pending.is_empty() {
-                if stop.load(Ordering::Relaxed) {
+                // Stop only with nothing gathered and nothing left to read.
+                if stop.load(Ordering::Relaxed) && !input.has_records()? {
                     return Ok(());
                 }
                 Instant::now() + Duration::from_millis(200)
