@@ -28,6 +28,11 @@ pub struct Plan {
 impl Plan {
     pub fn load(data_dir: &Path) -> anyhow::Result<Plan> {
         let (log, cfg) = Config::load_all(data_dir)?;
+        Plan::validate(data_dir, log, cfg)
+    }
+
+    /// Validates a configuration (after any overrides) into a plan.
+    pub fn validate(data_dir: &Path, log: LogSettings, cfg: Config) -> anyhow::Result<Plan> {
         let i = &cfg.ingest;
         ensure!((1..=64).contains(&i.processes), "ingest.processes: {} is not in 1..=64", i.processes);
         ensure!(cfg.pipeline.hashers <= 256, "pipeline.hashers: {} is not in 0..=256", cfg.pipeline.hashers);

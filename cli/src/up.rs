@@ -172,19 +172,21 @@ fn signal_received(rt: &tokio::runtime::Runtime) -> anyhow::Result<tokio::sync::
 }
 
 pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
-    let mut plan = Plan::load(data_dir)?;
+    let (log, mut cfg) = crate::config::Config::load_all(data_dir)?;
     if let Some(u) = o.database_url {
-        plan.cfg.database.url = u;
+        cfg.database.url = u;
     }
     if let Some(l) = o.listen {
-        plan.cfg.ingest.listen = l;
+        cfg.ingest.listen = l;
     }
     if let Some(h) = o.hashers {
-        plan.cfg.pipeline.hashers = h;
+        cfg.pipeline.hashers = h;
     }
     if let Some(i) = o.ingests {
-        plan.cfg.ingest.processes = i;
+        cfg.ingest.processes = i;
     }
+    // Flags are checked like the file, and the children see the same values.
+    let plan = Plan::validate(data_dir, log, cfg)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let stop = signal_received(&rt)?;
     let run_dir = plan.run_dir();
@@ -203,26 +205,21 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         plan.cfg.database.url.clone()
     };
     rt.block_on(migrate(&url))?;
-    // Re-validate with the overrides, as the children will see them.
     let hashers = plan.topology.hashers;
     let env = vec![
         ("CHRONOS_DATABASE_URL".to_owned(), url.clone()),
         ("CHRONOS_INGEST_LISTEN".to_owned(), plan.cfg.ingest.listen.clone()),
-        ("CHRONOS_INGEST_PROCESSES".to_owned(), plan.cfg.ingest.processes.to_string()),
-        (
-            "CHRONOS_PIPELINE_HASHERS".to_owned(),
-            if plan.cfg.pipeline.hashers == 0 { hashers } else { plan.cfg.pipeline.hashers }.to_string(),
-        ),
+        ("CHRONOS_INGEST_PROCESSES".to_owned(), plan.topology.ingests.to_string()),
+        ("CHRONOS_PIPELINE_HASHERS".to_owned(), hashers.to_string()),
     ];
     let sup =
         Supervisor { exe: std::env::current_exe()?, data_dir: data_dir.to_path_buf(), env, run_dir: run_dir.clone() };
-    let hashers = if plan.cfg.pipeline.hashers == 0 { hashers } else { plan.cfg.pipeline.hashers };
     let mut vault = vec![proc("vault-writer".into(), vec!["vault-writer".into()])];
     let mut orch = vec![proc("orchestrator".into(), vec!["orchestrator".into()])];
     let mut hash: Vec<Proc> = (0..hashers)
         .map(|h| proc(format!("hasher-{h}"), vec!["hasher".into(), "--index".into(), h.to_string()]))
         .collect();
-    let mut ingest: Vec<Proc> = (0..plan.cfg.ingest.processes)
+    let mut ingest: Vec<Proc> = (0..plan.topology.ingests)
         .map(|i| proc(format!("ingest-{i}"), vec!["ingest".into(), "--slot".into(), i.to_string()]))
         .collect();
     for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
