@@ -55,6 +55,16 @@ fn find_bindir() -> anyhow::Result<PathBuf> {
 impl Embedded {
     /// Finds the binaries and creates the cluster if it does not exist yet.
     pub fn prepare(data_dir: &Path, port: u16) -> anyhow::Result<Embedded> {
+        Embedded::locate(data_dir, port, true)
+    }
+
+    /// An existing cluster only: for commands that read a log, where a
+    /// missing cluster means there is nothing to read.
+    pub fn existing(data_dir: &Path, port: u16) -> anyhow::Result<Embedded> {
+        Embedded::locate(data_dir, port, false)
+    }
+
+    fn locate(data_dir: &Path, port: u16, create: bool) -> anyhow::Result<Embedded> {
         if port == 0 {
             bail!(
                 "database.embedded_port is 0: set it in chronos.toml (chronos init picks one) or pass --database-url"
@@ -82,6 +92,13 @@ impl Embedded {
         }
         let e = Embedded { bindir, pgdata, log: data_dir.join("pg.log"), port, password: String::new(), run_as };
         if !e.pgdata.join("PG_VERSION").exists() {
+            if !create {
+                bail!(
+                    "there is no embedded database in {}: run `chronos up --data-dir {}` first, or pass --database-url",
+                    e.pgdata.display(),
+                    data_dir.display()
+                );
+            }
             e.initdb(&pwpath)?;
         }
         let password = fs::read_to_string(&pwpath).with_context(|| format!("reading {}", pwpath.display()))?;

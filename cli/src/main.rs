@@ -2,22 +2,28 @@
 //! knows every other one; services never depend on each other.
 //!
 //! Commands: `init` creates a log (signing key, verifier key, hash
-//! algorithm, configuration); `up` runs everything (see [`up`]). The
+//! algorithm, configuration); `up` runs everything (see [`up`]); `verify`,
+//! `checkpoint`, `prove`, `verify-proof` and `consistency` check a log
+//! the way an outsider would (see [`verify`] and [`prove`]). The
 //! services `ingest`, `hasher`, `orchestrator` and `vault-writer` are
 //! subcommands too, started by `up` (hidden from help). Exit codes: 0
 //! success, 1 verification found tampering (for the verify commands), 2
 //! could not do the job.
 
 mod config;
+mod database;
 mod embedded;
 mod init;
+mod prove;
 mod services;
 mod up;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chronos_ledger::HashAlg;
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -59,6 +65,77 @@ enum Command {
         /// Ingest processes sharing the listen port (default 1, or ingest.processes).
         #[arg(long)]
         ingests: Option<u16>,
+    },
+    /// Check a log the way an outsider would: every event, batch root, chain link,
+    /// tree and checkpoint signature. Exit 0 intact, 1 tampering found, 2 could not check.
+    Verify {
+        #[command(flatten)]
+        source: database::Source,
+        /// The log's verifier key (a file such as DATA_DIR/log.vkey, or the key string).
+        /// Default: the key recorded in the database, which an intruder could have replaced.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// A checkpoint saved earlier (`chronos checkpoint > FILE`): the log must extend it,
+        /// which catches a rollback or fork even by someone with full database access.
+        #[arg(long, value_name = "FILE")]
+        from_checkpoint: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the newest signed checkpoint (verified) to save it: `chronos checkpoint > FILE`.
+    Checkpoint {
+        #[command(flatten)]
+        source: database::Source,
+        /// The log's verifier key (file or string); default: the one recorded in the database.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+    },
+    /// Write an offline proof (c2sp.org/tlog-proof) that one event is in the log.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["leaf", "event_hash"])))]
+    Prove {
+        #[command(flatten)]
+        source: database::Source,
+        /// The leaf index of the event (ingest answers `first_leaf`; event i of a body is first_leaf + i).
+        #[arg(long)]
+        leaf: Option<u64>,
+        /// The event's leaf hash, in hex (scans the logs table).
+        #[arg(long, value_name = "HEX")]
+        event_hash: Option<String>,
+        /// The log's verifier key (file or string); default: the one recorded in the database.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
+        /// Write the proof here instead of to stdout.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Also write the event's exact bytes here, for `verify-proof --event`.
+        #[arg(long, value_name = "FILE")]
+        event_out: Option<PathBuf>,
+    },
+    /// Check a proof file offline, with only the log's verifier key. Exit 0 valid, 1 invalid.
+    VerifyProof {
+        /// The proof file.
+        file: PathBuf,
+        /// The log's verifier key (file or string).
+        #[arg(long, value_name = "VKEY")]
+        key: String,
+        /// The event's bytes: check that they are the proven leaf.
+        #[arg(long, value_name = "FILE")]
+        event: Option<PathBuf>,
+    },
+    /// Check that a newer checkpoint extends an older one, with a consistency proof from the log.
+    Consistency {
+        #[command(flatten)]
+        source: database::Source,
+        /// The older checkpoint file.
+        #[arg(long, value_name = "FILE")]
+        old: PathBuf,
+        /// The newer checkpoint file.
+        #[arg(long, value_name = "FILE")]
+        new: PathBuf,
+        /// The log's verifier key (file or string); default: the one recorded in the database.
+        #[arg(long, value_name = "VKEY")]
+        key: Option<String>,
     },
     #[command(hide = true)]
     Ingest {
@@ -109,27 +186,43 @@ impl From<HashArg> for HashAlg {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Verify { source, key, from_checkpoint, json } => {
+            return verify::verify(&source, key.as_deref(), from_checkpoint.as_deref(), json);
+        }
+        Command::Checkpoint { source, key } => return verify::checkpoint(&source, key.as_deref()),
+        Command::Prove { source, leaf, event_hash, key, out, event_out } => {
+            let leaf = match (leaf, event_hash) {
+                (Some(i), _) => prove::Leaf::Index(i),
+                (None, Some(h)) => prove::Leaf::Hash(
+                    chronos_ledger::Hash::from_hex(&h).context("--event-hash: expected 64 hex digits")?,
+                ),
+                (None, None) => anyhow::bail!("give --leaf N or --event-hash HEX"),
+            };
+            prove::prove(&source, key.as_deref(), leaf, out.as_deref(), event_out.as_deref())?;
+        }
+        Command::VerifyProof { file, key, event } => prove::verify_proof(&file, &key, event.as_deref())?,
+        Command::Consistency { source, old, new, key } => prove::consistency(&source, key.as_deref(), &old, &new)?,
         Command::Up { data_dir, database_url, listen, hashers, ingests } => {
             services::init_tracing("up");
-            up::up(&data_dir, up::Overrides { database_url, listen, hashers, ingests })
+            up::up(&data_dir, up::Overrides { database_url, listen, hashers, ingests })?;
         }
         Command::Ingest { data_dir, slot } => {
             services::init_tracing("ingest");
-            services::ingest(&services::Plan::load(&data_dir)?, slot)
+            services::ingest(&services::Plan::load(&data_dir)?, slot)?;
         }
         Command::Hasher { data_dir, index } => {
             services::init_tracing("hasher");
-            services::hasher(&services::Plan::load(&data_dir)?, index)
+            services::hasher(&services::Plan::load(&data_dir)?, index)?;
         }
         Command::Orchestrator { data_dir } => {
             services::init_tracing("orchestrator");
-            services::orchestrator(&services::Plan::load(&data_dir)?)
+            services::orchestrator(&services::Plan::load(&data_dir)?)?;
         }
         Command::VaultWriter { data_dir } => {
             services::init_tracing("vault-writer");
-            services::vault_writer(&services::Plan::load(&data_dir)?)
+            services::vault_writer(&services::Plan::load(&data_dir)?)?;
         }
         Command::Init { data_dir, origin, hash } => {
             let origin = match origin {
@@ -154,18 +247,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  configuration {}", data_dir.join(config::CONFIG_FILE).display());
                 println!("Give the verifier key to anyone who will check checkpoints or proofs of this log.");
             }
-            Ok(())
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("chronos: error: {e:#}");
-            ExitCode::from(2)
+            prove::exit_code(&e)
         }
     }
 }

@@ -1,0 +1,104 @@
+//! Finding the database of a log for the commands that read it (`verify`,
+//! `checkpoint`, `prove`, `consistency`): `--database-url`, else
+//! `database.url` from the data directory's configuration, else the
+//! embedded cluster under `DATA_DIR/pg`. When that cluster is not running
+//! (no `chronos up`), it is started for the command and stopped after it.
+
+use std::path::Path;
+use std::process::Child;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::config::Config;
+use crate::embedded::Embedded;
+
+/// Where to read a log from, as given on the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Source {
+    /// The log's data directory (its database is found from its configuration).
+    #[arg(long, env = "CHRONOS_DATA_DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The log's PostgreSQL database, instead of the data directory's.
+    #[arg(long, env = "CHRONOS_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// A database URL, and the embedded server started for it, if any.
+#[derive(Debug)]
+pub struct Database {
+    pub url: String,
+    server: Option<Child>,
+}
+
+impl Drop for Database {
+    /// Stops a server this command started (fast shutdown: it only read).
+    fn drop(&mut self) {
+        let Some(child) = &mut self.server else { return };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let _ = child.wait();
+    }
+}
+
+impl Source {
+    /// Resolves the database, starting the embedded one if needed.
+    pub fn open(&self) -> anyhow::Result<Database> {
+        if let Some(url) = &self.database_url {
+            return Ok(Database { url: url.clone(), server: None });
+        }
+        let Some(dir) = &self.data_dir else {
+            bail!("say which log: --data-dir DIR or --database-url URL");
+        };
+        let (_, cfg) = Config::load_all(dir)?;
+        if !cfg.database.url.is_empty() {
+            return Ok(Database { url: cfg.database.url, server: None });
+        }
+        let embedded = Embedded::existing(dir, cfg.database.embedded_port)?;
+        let url = embedded.url();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let running = rt.block_on(async {
+            let probe = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+            matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)))
+        });
+        if running {
+            return Ok(Database { url, server: None });
+        }
+        eprintln!("chronos: starting the embedded PostgreSQL of {} for this command", dir.display());
+        let child = embedded.start()?;
+        let db = Database { url, server: Some(child) };
+        rt.block_on(embedded.ready(Duration::from_secs(60))).context("starting the embedded PostgreSQL")?;
+        Ok(db)
+    }
+}
+
+/// Connects, with the connection driven on the current runtime.
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("cannot connect to PostgreSQL")?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Reads a verifier key given as a file or as the key string itself.
+pub fn read_key(arg: &str) -> anyhow::Result<chronos_ledger::NoteVerifier> {
+    let path = Path::new(arg);
+    let text = if path.exists() {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    } else if arg.contains('+') {
+        arg.to_owned()
+    } else {
+        bail!("--key {arg}: no such file (give the verifier key file, such as DATA_DIR/log.vkey, or the key itself)");
+    };
+    chronos_ledger::NoteVerifier::parse(text.trim()).with_context(|| format!("--key {arg}: not a verifier key"))
+}
+
+/// The hash key of a keyed log, from `CHRONOS_HMAC_KEY`.
+pub fn hash_key() -> anyhow::Result<Option<chronos_ledger::HashKey>> {
+    match std::env::var("CHRONOS_HMAC_KEY") {
+        Ok(k) => Ok(Some(chronos_ledger::HashKey::from_hex(&k).context("CHRONOS_HMAC_KEY")?)),
+        Err(_) => Ok(None),
+    }
+}

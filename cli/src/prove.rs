@@ -1,0 +1,202 @@
+//! `chronos prove`, `chronos verify-proof` and `chronos consistency`:
+//! proofs about single events and between checkpoints.
+//!
+//! `prove` reads O(log n) tiles (one query) and the newest signed
+//! checkpoint, builds a c2sp.org/tlog-proof file, and checks it before
+//! writing it, so a damaged tile never leaves as a proof. `verify-proof`
+//! needs no database at all: the proof file, the verifier key and,
+//! optionally, the event's bytes.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use chronos_ledger::tree::{self, NodeId};
+use chronos_ledger::{Checkpoint, Hash, HashAlg, NoteVerifier, ProofFile, TreeHasher};
+
+use crate::database::{self, Source};
+use crate::verify::{TAMPERED, stored_key};
+
+/// Which leaf to prove.
+#[derive(Debug, Clone)]
+pub enum Leaf {
+    Index(u64),
+    Hash(Hash),
+}
+
+struct Log {
+    client: tokio_postgres::Client,
+    trusted: NoteVerifier,
+    hasher: TreeHasher,
+}
+
+async fn open_log(url: &str, key: Option<&str>) -> anyhow::Result<Log> {
+    let client = database::connect(url).await?;
+    let trusted = match key {
+        Some(k) => database::read_key(k)?,
+        None => stored_key(&client).await?,
+    };
+    let alg: String = client
+        .query_one("SELECT hash_alg FROM chronos_log WHERE id = 1", &[])
+        .await
+        .context("reading chronos_log")?
+        .get(0);
+    let alg = HashAlg::from_name(&alg).with_context(|| format!("chronos_log.hash_alg {alg:?} is unknown"))?;
+    let hasher = TreeHasher::new(alg, database::hash_key()?.as_ref())?;
+    Ok(Log { client, trusted, hasher })
+}
+
+/// The newest stored checkpoint, verified.
+async fn newest_checkpoint(log: &Log) -> anyhow::Result<(Checkpoint, String)> {
+    let note: String = log
+        .client
+        .query_opt("SELECT note FROM checkpoints ORDER BY tree_size DESC, id DESC LIMIT 1", &[])
+        .await?
+        .context("the log has no signed checkpoint yet")?
+        .get(0);
+    let (cp, _) = Checkpoint::open(note.as_bytes(), &log.trusted)
+        .map_err(|e| Tampered(format!("the newest stored checkpoint does not verify with {}: {e}", log.trusted)))?;
+    Ok((cp, note))
+}
+
+/// An error that means the data is not what it should be (exit 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Tampered(pub String);
+
+/// Exit code for an error: 1 when it shows tampering, else 2.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    if e.downcast_ref::<Tampered>().is_some() { ExitCode::from(TAMPERED) } else { ExitCode::from(2) }
+}
+
+/// `chronos prove`.
+pub fn prove(source: &Source, key: Option<&str>, leaf: Leaf, out: Option<&Path>, event_out: Option<&Path>) -> anyhow::Result<()> {
+    let db = source.open()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (proof, event, tiles) = rt.block_on(async {
+        let log = open_log(&db.url, key).await?;
+        let (cp, note) = newest_checkpoint(&log).await?;
+        let index = match leaf {
+            Leaf::Index(i) => i,
+            Leaf::Hash(h) => {
+                // No index on leaf_hash (it would slow every insert): a scan.
+                let row = log
+                    .client
+                    .query_opt("SELECT leaf_index FROM logs WHERE leaf_hash = $1 ORDER BY leaf_index LIMIT 1", &[&&h.0[..]])
+                    .await?
+                    .with_context(|| format!("no event in the log has leaf hash {h}"))?;
+                u64::try_from(row.get::<_, i64>(0))?
+            }
+        };
+        if index >= cp.size {
+            bail!(
+                "leaf {index} is not covered by the newest signed checkpoint yet (tree size {}); try again after the next checkpoint",
+                cp.size
+            );
+        }
+        let plan = tree::inclusion_plan(index, cp.size)?;
+        let mut ids = plan.node_ids().to_vec();
+        ids.push(NodeId { level: 0, index });
+        let set = chronos_vault::tiles::fetch(&log.client, &log.hasher, &ids).await?;
+        let hashes = tree::NodeSource::nodes(&set, &ids).map_err(|e| Tampered(format!("the tiles table: {e}")))?;
+        let (leaf_hash, path_nodes) = hashes.split_last().context("no leaf hash")?;
+        let path = plan.assemble(&log.hasher, path_nodes)?;
+        let proof = ProofFile { extra: Some(leaf_hash.0.to_vec()), index, path, checkpoint: note };
+        let event: Option<Vec<u8>> = log
+            .client
+            .query_opt("SELECT event FROM logs WHERE leaf_index = $1", &[&i64::try_from(index)?])
+            .await?
+            .map(|r| r.get(0));
+        // Check what we hand out, with the event if we have it.
+        proof
+            .verify(&log.trusted, database::hash_key()?.as_ref(), event.as_deref())
+            .map_err(|e| Tampered(format!("the proof built from the stored tiles does not verify ({e}); run `chronos verify`")))?;
+        anyhow::Ok((proof, event, set.tiles_fetched()))
+    })?;
+    drop(db);
+    let text = proof.encode();
+    match out {
+        Some(p) => std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?,
+        #[allow(clippy::print_stdout)] // the command's output
+        None => print!("{text}"),
+    }
+    if let Some(p) = event_out {
+        let ev = event.with_context(|| format!("leaf {} has no row in logs (is it being rebuilt?)", proof.index))?;
+        std::fs::write(p, ev).with_context(|| format!("writing {}", p.display()))?;
+    }
+    eprintln!(
+        "chronos: proof of leaf {} ({} hashes, from {tiles} tiles), checked against the signed checkpoint",
+        proof.index,
+        proof.path.len()
+    );
+    Ok(())
+}
+
+/// `chronos verify-proof`: offline.
+pub fn verify_proof(file: &Path, key: &str, event: Option<&Path>) -> anyhow::Result<()> {
+    let trusted = database::read_key(key)?;
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let event = event.map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+    let proof = ProofFile::parse(&bytes).map_err(|e| Tampered(format!("{}: {e}", file.display())))?;
+    let v = proof
+        .verify(&trusted, database::hash_key()?.as_ref(), event.as_deref())
+        .map_err(|e| Tampered(format!("{}: {e}", file.display())))?;
+    #[allow(clippy::print_stdout)] // the command's output
+    {
+        println!(
+            "OK: leaf {} (hash {}) is in {} at tree size {} (batch {}), signed at {} ns ± {} ns by time source {}{}",
+            v.index,
+            v.leaf,
+            v.checkpoint.origin,
+            v.checkpoint.size,
+            v.checkpoint.chain_seq,
+            v.checkpoint.time.time.0,
+            v.checkpoint.time.uncertainty_ns,
+            v.checkpoint.time.source,
+            if event.is_some() { "; the event's bytes are that leaf" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn read_checkpoint(path: &Path, trusted: &NoteVerifier) -> anyhow::Result<Checkpoint> {
+    let note = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (cp, _) = Checkpoint::open(&note, trusted).map_err(|e| Tampered(format!("{}: {e}", path.display())))?;
+    Ok(cp)
+}
+
+/// `chronos consistency`.
+pub fn consistency(source: &Source, key: Option<&str>, old: &Path, new: &Path) -> anyhow::Result<()> {
+    let db = source.open()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (o, n, proof) = rt.block_on(async {
+        let log = open_log(&db.url, key).await?;
+        let o = read_checkpoint(old, &log.trusted)?;
+        let n = read_checkpoint(new, &log.trusted)?;
+        if o.size > n.size {
+            bail!("--old is the larger checkpoint ({} > {} leaves): swap --old and --new", o.size, n.size);
+        }
+        let plan = tree::consistency_plan(o.size, n.size)?;
+        let set = chronos_vault::tiles::fetch(&log.client, &log.hasher, plan.node_ids()).await?;
+        let hashes = tree::NodeSource::nodes(&set, plan.node_ids()).map_err(|e| {
+            anyhow::anyhow!("the database's tree does not reach size {} yet ({e}): is it the same log?", n.size)
+        })?;
+        let proof = plan.assemble(&log.hasher, &hashes)?;
+        tree::verify_consistency(&log.hasher, o.size, n.size, &o.root, &n.root, &proof).map_err(|e| {
+            Tampered(format!(
+                "the checkpoints are not consistent ({e}): the log forked or rolled back between them, or its tiles were altered"
+            ))
+        })?;
+        anyhow::Ok((o, n, proof))
+    })?;
+    #[allow(clippy::print_stdout)] // the command's output
+    {
+        println!(
+            "OK: the checkpoint of size {} extends the one of size {} (consistency proof of {} hashes)",
+            n.size,
+            o.size,
+            proof.len()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Reading a log out of PostgreSQL: three connections that share one
+//! snapshot (`pg_export_snapshot`, as pg_dump does for parallel dumps), so
+//! `batches`, `logs` and `checkpoints` are read as of one instant even while
+//! `chronos up` keeps writing. Each table is one binary `COPY ... TO STDOUT`
+//! ordered by its key, parsed without copying and handed to the engine in
+//! bounded chunks: memory does not grow with the log.
+
+use std::pin::pin;
+
+use futures_util::StreamExt as _;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, NoTls};
+
+use crate::copy::{CopyError, Fields, RowReader};
+use crate::engine::{BatchRow, CheckpointRow, Identity, LogRow, Streams};
+use crate::Error;
+
+const CHUNK_ROWS: usize = 2048;
+const CHUNK_BYTES: usize = 4 << 20;
+const CHANNEL_CHUNKS: usize = 4;
+
+/// The three COPY statements. The verifier reads exactly these rows.
+pub const BATCHES_COPY: &str = "COPY (SELECT seq, first_leaf, leaf_count, root, chain, time_ns, uncertainty_ns, \
+     time_source, payload_codec, payload FROM batches ORDER BY seq) TO STDOUT (FORMAT binary)";
+pub const LOGS_COPY: &str = "COPY (SELECT leaf_index, batch_seq, claimed_time, leaf_hash, event FROM logs \
+     ORDER BY leaf_index) TO STDOUT (FORMAT binary)";
+pub const CHECKPOINTS_COPY: &str =
+    "COPY (SELECT id, tree_size, note FROM checkpoints ORDER BY tree_size, id) TO STDOUT (FORMAT binary)";
+
+enum Msg<T> {
+    Rows(Vec<T>),
+    End,
+    Failed(Error),
+}
+
+/// Rows from a reader task, as a blocking iterator for the engine's threads.
+#[derive(Debug)]
+pub struct Rows<T> {
+    rx: mpsc::Receiver<Msg<T>>,
+    current: std::vec::IntoIter<T>,
+    what: &'static str,
+    done: bool,
+}
+
+impl<T> std::fmt::Debug for Msg<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Msg")
+    }
+}
+
+impl<T> Iterator for Rows<T> {
+    type Item = Result<T, Error>;
+
+    fn next(&mut self) -> Option<Result<T, Error>> {
+        loop {
+            if let Some(row) = self.current.next() {
+                return Some(Ok(row));
+            }
+            if self.done {
+                return None;
+            }
+            match self.rx.blocking_recv() {
+                Some(Msg::Rows(v)) => self.current = v.into_iter(),
+                Some(Msg::End) => self.done = true,
+                Some(Msg::Failed(e)) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+                None => {
+                    self.done = true;
+                    return Some(Err(Error::Read { what: self.what, reason: "the reader stopped before the end".into() }));
+                }
+            }
+        }
+    }
+}
+
+fn batch_row(f: &mut Fields<'_>) -> Result<BatchRow, CopyError> {
+    Ok(BatchRow {
+        seq: f.i64("seq")?,
+        first_leaf: f.i64("first_leaf")?,
+        leaf_count: f.i64("leaf_count")?,
+        root: f.bytes("root")?,
+        chain: f.bytes("chain")?,
+        time_ns: f.i64("time_ns")?,
+        uncertainty_ns: f.i64("uncertainty_ns")?,
+        time_source: f.bytes("time_source")?,
+        payload_codec: f.i16("payload_codec")?,
+        payload: f.bytes("payload")?,
+    })
+}
+
+fn log_row(f: &mut Fields<'_>) -> Result<LogRow, CopyError> {
+    Ok(LogRow {
+        leaf_index: f.i64("leaf_index")?,
+        batch_seq: f.i64("batch_seq")?,
+        claimed_time_pg_us: f.opt_i64("claimed_time")?,
+        leaf_hash: f.bytes("leaf_hash")?,
+        event: f.bytes("event")?,
+    })
+}
+
+fn checkpoint_row(f: &mut Fields<'_>) -> Result<CheckpointRow, CopyError> {
+    Ok(CheckpointRow { id: f.i64("id")?, tree_size: f.i64("tree_size")?, note: f.bytes("note")? })
+}
+
+fn size_of_batch(r: &BatchRow) -> usize {
+    r.payload.len() + 128
+}
+fn size_of_log(r: &LogRow) -> usize {
+    r.event.len() + 64
+}
+fn size_of_checkpoint(r: &CheckpointRow) -> usize {
+    r.note.len()
+}
+
+/// Runs one COPY and forwards its rows in chunks.
+async fn pump<T: Send + 'static>(
+    client: Client,
+    query: &'static str,
+    what: &'static str,
+    parse: fn(&mut Fields<'_>) -> Result<T, CopyError>,
+    size: fn(&T) -> usize,
+    tx: mpsc::Sender<Msg<T>>,
+) {
+    let db = |e: tokio_postgres::Error| Error::Database { what, source: e };
+    let result = async {
+        let mut stream = pin!(client.copy_out(query).await.map_err(db)?);
+        let mut reader = RowReader::new();
+        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
+        let mut bytes = 0;
+        while let Some(msg) = stream.next().await {
+            reader.feed::<Error>(msg.map_err(db)?, |f| {
+                let row = parse(f).map_err(|e| Error::Read { what, reason: e.to_string() })?;
+                bytes += size(&row);
+                chunk.push(row);
+                Ok(())
+            })?;
+            if chunk.len() >= CHUNK_ROWS || bytes >= CHUNK_BYTES {
+                bytes = 0;
+                if tx.send(Msg::Rows(std::mem::take(&mut chunk))).await.is_err() {
+                    return Ok(()); // the engine stopped
+                }
+            }
+        }
+        if !reader.finished() {
+            return Err(Error::Read { what, reason: "the COPY stream ended without its trailer".into() });
+        }
+        if !chunk.is_empty() && tx.send(Msg::Rows(chunk)).await.is_err() {
+            return Ok(());
+        }
+        let _ = tx.send(Msg::End).await;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        let _ = tx.send(Msg::Failed(e)).await;
+    }
+}
+
+async fn connect(url: &str) -> Result<Client, Error> {
+    let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(Error::Connect)?;
+    // A broken connection surfaces as the error of the query using it.
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+fn rows<T>(rx: mpsc::Receiver<Msg<T>>, what: &'static str) -> Rows<T> {
+    Rows { rx, current: Vec::new().into_iter(), what, done: false }
+}
+
+const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+/// The log's rows as of now: its identity and the three streams. Must be
+/// called inside a multi-threaded tokio runtime that outlives the streams.
+pub(crate) async fn open(
+    url: &str,
+) -> Result<(Identity, Streams<Rows<BatchRow>, Rows<LogRow>, Rows<CheckpointRow>>), Error> {
+    let lead = connect(url).await?;
+    let q = |what: &'static str| move |e: tokio_postgres::Error| Error::Database { what, source: e };
+    lead.batch_execute(BEGIN).await.map_err(q("a snapshot"))?;
+    let snapshot: String = lead.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(q("a snapshot"))?.get(0);
+    let has_log: bool = lead
+        .query_one("SELECT to_regclass('chronos_log') IS NOT NULL AND to_regclass('batches') IS NOT NULL", &[])
+        .await
+        .map_err(q("the schema"))?
+        .get(0);
+    if !has_log {
+        return Err(Error::NoLog("it has no chronos_log table: this is not a Chronos database, or `chronos up` never ran on it".into()));
+    }
+    let row = lead
+        .query_opt("SELECT origin, hash_alg, key_check, verifier_key, genesis FROM chronos_log WHERE id = 1", &[])
+        .await
+        .map_err(q("chronos_log"))?
+        .ok_or_else(|| Error::NoLog("chronos_log is empty: no service has started on this database yet".into()))?;
+    let identity =
+        Identity { origin: row.get(0), hash_alg: row.get(1), key_check: row.get(2), verifier_key: row.get(3), genesis: row.get(4) };
+    let total: Option<i64> = lead
+        .query_opt("SELECT first_leaf + leaf_count FROM batches ORDER BY seq DESC LIMIT 1", &[])
+        .await
+        .map_err(q("batches"))?
+        .map(|r| r.get(0));
+    let mut others = Vec::new();
+    for _ in 0..2 {
+        let c = connect(url).await?;
+        c.batch_execute(&format!("{BEGIN}; SET TRANSACTION SNAPSHOT '{snapshot}'")).await.map_err(q("a snapshot"))?;
+        others.push(c);
+    }
+    let (cps, logs) = (others.pop(), others.pop());
+    let (Some(cps), Some(logs)) = (cps, logs) else { unreachable!("two connections were opened") };
+    let (btx, brx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (ltx, lrx) = mpsc::channel(CHANNEL_CHUNKS);
+    let (ctx, crx) = mpsc::channel(CHANNEL_CHUNKS);
+    tokio::spawn(pump(lead, BATCHES_COPY, "batches", batch_row, size_of_batch, btx));
+    tokio::spawn(pump(logs, LOGS_COPY, "logs", log_row, size_of_log, ltx));
+    tokio::spawn(pump(cps, CHECKPOINTS_COPY, "checkpoints", checkpoint_row, size_of_checkpoint, ctx));
+    Ok((
+        identity,
+        Streams {
+            batches: rows(brx, "batches"),
+            logs: rows(lrx, "logs"),
+            checkpoints: rows(crx, "checkpoints"),
+            total_leaves: total.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
+        },
+    ))
+}
