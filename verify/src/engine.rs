@@ -662,7 +662,11 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
         for t in targets {
             let size = t.cp.size;
             let root = match &mut self.tree {
-                Some(tree) if size >= start && tree.size() == start && leaves.len() as u64 == end - start => {
+                Some(tree)
+                    if size >= start + done as u64
+                        && tree.size() == start + done as u64
+                        && leaves.len() as u64 == end - start =>
+                {
                     let upto = (size - start) as usize;
                     tree.extend(self.hasher, &leaves[done..upto]);
                     done = upto;

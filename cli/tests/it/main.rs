@@ -89,3 +89,4 @@ fn bad_origins_are_refused_with_the_flag_named() {
 }
 
 mod pipeline;
+mod verify;

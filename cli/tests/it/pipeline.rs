@@ -290,7 +290,7 @@ fn body(tag: &str, n: usize, ndjson: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
     (body, events)
 }
 
-fn json_u64(body: &str, key: &str) -> u64 {
+pub fn json_u64(body: &str, key: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body:?}: {e}"));
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {body}"))
 }
