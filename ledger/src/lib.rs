@@ -32,4 +32,4 @@ pub use error::{ChainError, FormatError, KeyError, RangeError, VerifyError};
 pub use hash::{Hash, HashAlg, HashKey, TreeHasher};
 pub use note::{Note, NoteSigner, NoteVerifier};
 pub use proof::ProofFile;
-pub use tree::{CompactRange, MemTree, NodeId, NodeSource};
+pub use tree::{CompactRange, MemTree, NodeId, NodeSource, Span};

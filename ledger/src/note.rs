@@ -208,6 +208,9 @@ pub struct NoteSignature {
     pub key_id: u32,
     /// The signature proper (the rest of the base64 data).
     pub signature: Vec<u8>,
+    /// Whether the line's base64 was canonical (trailing bits zero). Lines
+    /// by the trusted key must be; others are read leniently.
+    pub canonical: bool,
 }
 
 /// A parsed, not yet verified, signed note.
@@ -283,6 +286,7 @@ impl Note {
                 name: name.to_owned(),
                 key_id: u32::from_be_bytes([raw[0], raw[1], raw[2], raw[3]]),
                 signature: raw[4..].to_vec(),
+                canonical: encode_base64(&raw) == b64,
             });
         }
         if signatures.is_empty() {
@@ -309,7 +313,10 @@ impl Note {
     pub fn verify(&self, verifier: &NoteVerifier) -> Result<&str, VerifyError> {
         let mut verified = false;
         for sig in self.signatures.iter().filter(|s| s.name == verifier.name && s.key_id == verifier.key_id) {
-            let ok = <[u8; 64]>::try_from(sig.signature.as_slice())
+            // The trusted key's own lines must be canonical: then no byte of
+            // them can change without the note failing.
+            let ok = sig.canonical
+                && <[u8; 64]>::try_from(sig.signature.as_slice())
                 .map(|b| ed25519_dalek::Signature::from_bytes(&b))
                 .is_ok_and(|sig| {
                     // RFC 8032 cofactorless verification with canonical S, the

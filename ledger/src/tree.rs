@@ -120,6 +120,28 @@ impl CompactRange {
         self.size += 1;
     }
 
+    /// Appends a whole perfect subtree of `2^level` leaves by its root hash,
+    /// as if its leaves were appended one by one. The range's size must be
+    /// a multiple of `2^level` (the subtree starts where the tree ends);
+    /// returns `false`, changing nothing, when it is not.
+    pub fn push_subtree(&mut self, hasher: &TreeHasher, level: u8, root: Hash) -> bool {
+        if level >= 64 || !self.size.is_multiple_of(1u64 << level) {
+            return false;
+        }
+        let mut id = NodeId { level, index: self.size >> level };
+        let mut h = root;
+        while id.index & 1 == 1 {
+            // As in `append`: an odd index means the left sibling is the
+            // last frontier hash (the size's lowest set bit is `level`).
+            let left = self.hashes.pop().expect("frontier holds the left sibling");
+            h = hasher.node(&left, &h);
+            id = NodeId { level: id.level + 1, index: id.index >> 1 };
+        }
+        self.hashes.push(h);
+        self.size += 1u64 << level;
+        true
+    }
+
     /// Appends many leaf hashes without visiting nodes.
     pub fn extend(&mut self, hasher: &TreeHasher, leaves: &[Hash]) {
         for l in leaves {
@@ -403,6 +425,99 @@ pub fn verify_consistency(
     if fr == *old_root && sr == *new_root && snode == 0 { Ok(()) } else { fail() }
 }
 
+/// The perfect subtrees of the global tree `[begin, end)` decomposes into,
+/// largest first (what [`CompactRange::push_subtree`] takes, in order, to
+/// extend a tree of `begin` leaves to `end`).
+pub fn subtree_ids(begin: u64, end: u64) -> Vec<NodeId> {
+    frontier_ids(begin, end)
+}
+
+/// The leaves of one batch, `[first, first + n)` in the global tree, with
+/// every perfect node of the global tree that lies inside them.
+///
+/// A batch's own root (its leaves as a tree of their own) and the global
+/// tree share the subtrees that are aligned in both; a `Span` computes each
+/// global node inside the batch once, and the batch root reuses them. A
+/// sequencer then extends the global tree with O(log n) subtree roots per
+/// batch ([`Span::subtree`], [`CompactRange::push_subtree`]) instead of n
+/// leaves, and the hashing moves to whoever builds the span, in parallel.
+#[derive(Clone, Debug)]
+pub struct Span {
+    first: u64,
+    /// `levels[l]` holds nodes of level `l` from index `starts[l]` on.
+    levels: Vec<Vec<Hash>>,
+    starts: Vec<u64>,
+}
+
+impl Span {
+    /// Hashes every global perfect node inside `[first, first + leaves.len())`.
+    pub fn new(hasher: &TreeHasher, first: u64, leaves: Vec<Hash>) -> Span {
+        let end = first + leaves.len() as u64;
+        let mut span = Span { first, levels: vec![leaves], starts: vec![first] };
+        for level in 1..64u32 {
+            let width = 1u64 << level;
+            let (lo, hi) = (first.div_ceil(width), end / width);
+            if lo >= hi {
+                break; // none here, so none above either
+            }
+            let (below, start) = (&span.levels[level as usize - 1], span.starts[level as usize - 1]);
+            let nodes = (lo..hi)
+                .map(|i| {
+                    let l = (2 * i - start) as usize;
+                    hasher.node(&below[l], &below[l + 1])
+                })
+                .collect();
+            span.levels.push(nodes);
+            span.starts.push(lo);
+        }
+        span
+    }
+
+    /// The global index of the first leaf.
+    pub fn first(&self) -> u64 {
+        self.first
+    }
+
+    /// One past the last leaf.
+    pub fn end(&self) -> u64 {
+        self.first + self.levels[0].len() as u64
+    }
+
+    /// The leaf hashes.
+    pub fn leaves(&self) -> &[Hash] {
+        &self.levels[0]
+    }
+
+    /// The hash of a global perfect node inside the span.
+    pub fn subtree(&self, id: NodeId) -> Option<Hash> {
+        let l = id.level as usize;
+        let i = id.index.checked_sub(*self.starts.get(l)?)?;
+        self.levels[l].get(usize::try_from(i).ok()?).copied()
+    }
+
+    /// `MTH` of the leaves `[lo, hi)` (global indices inside the span) as a
+    /// tree of their own; [`Span::root`] is the batch root.
+    pub fn range_root(&self, hasher: &TreeHasher, lo: u64, hi: u64) -> Hash {
+        let n = hi - lo;
+        if n == 0 {
+            return hasher.empty_root();
+        }
+        if n.is_power_of_two()
+            && lo.is_multiple_of(n)
+            && let Some(h) = self.subtree(NodeId { level: n.trailing_zeros() as u8, index: lo / n })
+        {
+            return h;
+        }
+        let k = split_point(n);
+        hasher.node(&self.range_root(hasher, lo, lo + k), &self.range_root(hasher, lo + k, hi))
+    }
+
+    /// The root of the batch's leaves as a tree of their own.
+    pub fn root(&self, hasher: &TreeHasher) -> Hash {
+        self.range_root(hasher, self.first, self.end())
+    }
+}
+
 /// An in-memory tree that keeps every perfect node: a [`NodeSource`] for
 /// tests, tools and small logs. Memory is about 2·n hashes.
 #[derive(Clone, Debug, Default)]
@@ -470,6 +585,38 @@ impl NodeSource for MemTree {
                     .ok_or(MissingNode(*id))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod span_tests {
+    use super::*;
+    use crate::hash::HashAlg;
+
+    #[test]
+    fn spans_give_the_batch_root_and_extend_the_global_tree_like_leaves() {
+        let h = TreeHasher::unkeyed(HashAlg::Sha256);
+        let all: Vec<Hash> = (0..700u32).map(|i| h.leaf(&i.to_be_bytes())).collect();
+        // Batches of awkward sizes at awkward offsets, and aligned ones.
+        let mut sizes = vec![1u64, 2, 3, 5, 8, 13, 64, 100, 128, 1, 255, 7];
+        sizes.push(700 - sizes.iter().sum::<u64>());
+        let mut by_leaf = CompactRange::new();
+        let mut by_span = CompactRange::new();
+        let mut at = 0u64;
+        for n in sizes {
+            let leaves = all[at as usize..(at + n) as usize].to_vec();
+            let span = Span::new(&h, at, leaves.clone());
+            assert_eq!(span.root(&h), root(&h, &leaves), "batch at {at} of {n}");
+            by_leaf.extend(&h, &leaves);
+            for id in subtree_ids(at, at + n) {
+                assert!(by_span.push_subtree(&h, id.level, span.subtree(id).unwrap()));
+            }
+            assert_eq!(by_span, by_leaf, "after the batch at {at} of {n}");
+            at += n;
+        }
+        assert_eq!(by_span.root(&h), root(&h, &all));
+        // A subtree that does not start where the tree ends is refused.
+        assert!(!by_span.push_subtree(&h, 3, all[0]));
     }
 }
 

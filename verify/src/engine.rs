@@ -23,7 +23,7 @@ use bytes::Bytes;
 use chronos_ledger::chain::{TimeNs, TimeSource, TrustedTime, genesis, link};
 use chronos_ledger::payload::{self, Event};
 use chronos_ledger::tree::{self, CompactRange};
-use chronos_ledger::{BatchHeader, Checkpoint, Hash, HashAlg, HashKey, NoteVerifier, TreeHasher, VerifyError};
+use chronos_ledger::{BatchHeader, Checkpoint, Hash, HashAlg, HashKey, NoteVerifier, Span, TreeHasher, VerifyError};
 use rayon::prelude::*;
 
 use crate::Error;
@@ -190,9 +190,10 @@ struct Checked {
     /// `None` when a header column is invalid.
     header: Option<BatchHeader>,
     chain: Option<Hash>,
-    /// The leaves to put in the global tree: those that hash to the stored
-    /// root, else the payload's; `None` when neither copy is usable.
-    leaves: Option<Vec<Hash>>,
+    /// The leaves to put in the global tree, with the global subtrees
+    /// inside them: those that hash to the stored root, else the
+    /// payload's; `None` when neither copy is usable.
+    span: Option<Span>,
     /// The payload's root when neither copy hashes to the stored root;
     /// the sequencer decides with the chain which was altered.
     unresolved_root: Option<Hash>,
@@ -253,7 +254,7 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
         leaf_count: u64_of(b.leaf_count).unwrap_or(0).min(MAX_BATCH_LEAVES),
         header: None,
         chain: None,
-        leaves: None,
+        span: None,
         unresolved_root: None,
         findings: Vec::new(),
         rows: unit.rows.len() as u64,
@@ -325,23 +326,25 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
         row_findings.push(deleted_row(seq, first + missing, p.as_ref().map(|p| p[missing as usize])));
     }
 
+    let p_span = p.map(|p| Span::new(hasher, first, p));
     let Some(header) = &out.header else {
         out.findings.extend(row_findings);
-        out.leaves = p;
+        out.span = p_span;
         return out;
     };
     let stored = header.root;
-    let p_root = p.as_ref().map(|p| tree::root(hasher, p));
+    let p_root = p_span.as_ref().map(|s| s.root(hasher));
     if p_root == Some(stored) {
-        out.leaves = p;
+        out.span = p_span;
         out.findings.extend(row_findings);
         return out;
     }
-    let l_full: Option<Vec<Hash>> = l.iter().copied().collect();
-    if let Some(lh) = l_full.filter(|lh| tree::root(hasher, lh) == stored) {
+    let l_span = l.iter().copied().collect::<Option<Vec<Hash>>>().map(|lh| Span::new(hasher, first, lh));
+    if let Some(ls) = l_span.filter(|ls| ls.root(hasher) == stored) {
+        let lh = ls.leaves();
         // The rows reproduce the root and the payload does not: the
         // payload is the altered copy. The row findings only restate it.
-        let f = match (&events, &p) {
+        let f = match (&events, p_span.as_ref().map(Span::leaves)) {
             (Err(e), _) => Finding::new(Kind::Modified, "batches", format!("the payload cannot be decoded: {e}")),
             (Ok(_), Some(p)) => {
                 let i = (0..count as usize).find(|&i| p[i] != lh[i]).unwrap_or(0);
@@ -352,14 +355,14 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
             (Ok(_), None) => Finding::new(Kind::Modified, "batches", "the payload does not match the batch root"),
         };
         out.findings.push((first, f.seq(seq)));
-        out.leaves = Some(lh);
+        out.span = Some(ls);
         return out;
     }
     out.findings.extend(row_findings);
     match (events, p_root) {
         (Ok(_), Some(r)) => {
             out.unresolved_root = Some(r);
-            out.leaves = p;
+            out.span = p_span;
         }
         (Err(e), _) => out.findings.push((
             first,
@@ -383,6 +386,16 @@ fn deleted_row(seq: u64, leaf: u64, expected: Option<Hash>) -> (u64, Finding) {
 
 fn column(seq: u64, leaf: u64, col: &str, why: &str) -> Finding {
     Finding::new(Kind::Modified, "logs", format!("column {col} {why}")).seq(seq).leaf(leaf)
+}
+
+/// Extends `tree` to `size` leaves with the global subtrees of `span`.
+fn extend(hasher: &TreeHasher, tree: &mut CompactRange, span: &Span, size: u64) {
+    for id in tree::subtree_ids(tree.size(), size) {
+        // Every such subtree lies inside the span: the caller checked that
+        // the tree ends at the span's start and `size` is within it.
+        let pushed = span.subtree(id).is_some_and(|h| tree.push_subtree(hasher, id.level, h));
+        debug_assert!(pushed, "subtree {id:?} of a span");
+    }
 }
 
 /// Stage 1: merges the two ordered streams into windows of units.
@@ -637,18 +650,18 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
         }
         self.prev_chain = c.chain;
         self.last_seq = seq;
-        if c.leaves.is_none() {
+        if c.span.is_none() {
             self.tree = None;
         }
         let start = c.first_leaf;
         let end = start + c.leaf_count;
         self.tree_end = end;
-        self.advance(c.leaves.as_deref().unwrap_or(&[]), start, end, seq, c.chain)
+        self.advance(c.span.as_ref(), start, end, seq, c.chain)
     }
 
-    /// Appends a batch's leaves to the tree, checking every signed
+    /// Extends the tree over a batch's leaves, checking every signed
     /// checkpoint whose size falls in `(start, end]` on the way.
-    fn advance(&mut self, leaves: &[Hash], start: u64, end: u64, seq: u64, chain: Option<Hash>) -> Result<(), Error> {
+    fn advance(&mut self, span: Option<&Span>, start: u64, end: u64, seq: u64, chain: Option<Hash>) -> Result<(), Error> {
         self.checkpoints.fill(end, self.trusted, self.alg, &mut self.findings)?;
         let mut targets = Vec::new();
         while self.checkpoints.staged.front().is_some_and(|t| t.cp.size <= end) {
@@ -658,18 +671,14 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
             targets.push(Target { cp, saved: true });
             targets.sort_by_key(|t| t.cp.size);
         }
-        let mut done = 0usize;
+        if self.tree.as_ref().is_some_and(|t| t.size() != start) || span.is_none_or(|s| (s.first(), s.end()) != (start, end)) {
+            self.tree = None;
+        }
         for t in targets {
             let size = t.cp.size;
-            let root = match &mut self.tree {
-                Some(tree)
-                    if size >= start + done as u64
-                        && tree.size() == start + done as u64
-                        && leaves.len() as u64 == end - start =>
-                {
-                    let upto = (size - start) as usize;
-                    tree.extend(self.hasher, &leaves[done..upto]);
-                    done = upto;
+            let root = match (&mut self.tree, span) {
+                (Some(tree), Some(span)) if size >= tree.size() => {
+                    extend(self.hasher, tree, span, size);
                     Some(tree.root(self.hasher))
                 }
                 _ => None,
@@ -677,9 +686,8 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
             let head = (size == end).then_some((seq, chain));
             self.check_target(&t, root, head, start);
         }
-        match &mut self.tree {
-            Some(tree) if tree.size() + (leaves.len() - done) as u64 == end => tree.extend(self.hasher, &leaves[done..]),
-            _ => self.tree = None,
+        if let (Some(tree), Some(span)) = (&mut self.tree, span) {
+            extend(self.hasher, tree, span, end);
         }
         Ok(())
     }

@@ -73,9 +73,6 @@ pub enum Error {
 
 /// Verifies the log in the database at `url`.
 pub fn verify_database(url: &str, opts: &Options, progress: &dyn Progress) -> Result<Report, Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let (identity, streams) = rt.block_on(source::open(url))?;
-    let report = run(&identity, opts, streams, progress);
-    rt.shutdown_background();
-    report
+    let (identity, streams) = source::open(url)?;
+    run(&identity, opts, streams, progress)
 }

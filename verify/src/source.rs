@@ -6,6 +6,7 @@
 //! bounded chunks: memory does not grow with the log.
 
 use std::pin::pin;
+use std::sync::{Arc, Barrier};
 
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
@@ -173,49 +174,90 @@ fn rows<T>(rx: mpsc::Receiver<Msg<T>>, what: &'static str) -> Rows<T> {
 
 const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
-/// The log's rows as of now: its identity and the three streams. Must be
-/// called inside a multi-threaded tokio runtime that outlives the streams.
-pub(crate) async fn open(
-    url: &str,
-) -> Result<(Identity, Streams<Rows<BatchRow>, Rows<LogRow>, Rows<CheckpointRow>>), Error> {
-    let lead = connect(url).await?;
-    let q = |what: &'static str| move |e: tokio_postgres::Error| Error::Database { what, source: e };
-    lead.batch_execute(BEGIN).await.map_err(q("a snapshot"))?;
-    let snapshot: String = lead.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(q("a snapshot"))?.get(0);
-    let has_log: bool = lead
+fn q(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
+    move |e| Error::Database { what, source: e }
+}
+
+/// What the lead connection learns before streaming.
+struct Lead {
+    identity: Identity,
+    total: Option<i64>,
+    snapshot: String,
+}
+
+async fn lead(client: &Client) -> Result<Lead, Error> {
+    client.batch_execute(BEGIN).await.map_err(q("a snapshot"))?;
+    let snapshot: String = client.query_one("SELECT pg_export_snapshot()", &[]).await.map_err(q("a snapshot"))?.get(0);
+    let has_log: bool = client
         .query_one("SELECT to_regclass('chronos_log') IS NOT NULL AND to_regclass('batches') IS NOT NULL", &[])
         .await
         .map_err(q("the schema"))?
         .get(0);
     if !has_log {
-        return Err(Error::NoLog("it has no chronos_log table: this is not a Chronos database, or `chronos up` never ran on it".into()));
+        return Err(Error::NoLog(
+            "it has no chronos_log table: this is not a Chronos database, or `chronos up` never ran on it".into(),
+        ));
     }
-    let row = lead
+    let row = client
         .query_opt("SELECT origin, hash_alg, key_check, verifier_key, genesis FROM chronos_log WHERE id = 1", &[])
         .await
         .map_err(q("chronos_log"))?
         .ok_or_else(|| Error::NoLog("chronos_log is empty: no service has started on this database yet".into()))?;
-    let identity =
-        Identity { origin: row.get(0), hash_alg: row.get(1), key_check: row.get(2), verifier_key: row.get(3), genesis: row.get(4) };
-    let total: Option<i64> = lead
+    let identity = Identity {
+        origin: row.get(0),
+        hash_alg: row.get(1),
+        key_check: row.get(2),
+        verifier_key: row.get(3),
+        genesis: row.get(4),
+    };
+    let total: Option<i64> = client
         .query_opt("SELECT first_leaf + leaf_count FROM batches ORDER BY seq DESC LIMIT 1", &[])
         .await
         .map_err(q("batches"))?
         .map(|r| r.get(0));
-    let mut others = Vec::new();
-    for _ in 0..2 {
-        let c = connect(url).await?;
-        c.batch_execute(&format!("{BEGIN}; SET TRANSACTION SNAPSHOT '{snapshot}'")).await.map_err(q("a snapshot"))?;
-        others.push(c);
-    }
-    let (cps, logs) = (others.pop(), others.pop());
-    let (Some(cps), Some(logs)) = (cps, logs) else { unreachable!("two connections were opened") };
+    Ok(Lead { identity, total, snapshot })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// The log's rows as of now: its identity and the three streams.
+///
+/// Each connection runs on its own thread with its own single-threaded
+/// runtime, so a COPY's messages go from socket to parser without
+/// crossing threads. The lead connection exports its snapshot and keeps
+/// its transaction open until the two others have imported it (the
+/// barrier); all three then stream.
+pub(crate) fn open(url: &str) -> Result<(Identity, Streams<Rows<BatchRow>, Rows<LogRow>, Rows<CheckpointRow>>), Error> {
+    let barrier = Arc::new(Barrier::new(3));
+    let (info_tx, info_rx) = std::sync::mpsc::sync_channel::<Result<(Identity, Option<i64>, String), Error>>(1);
     let (btx, brx) = mpsc::channel(CHANNEL_CHUNKS);
     let (ltx, lrx) = mpsc::channel(CHANNEL_CHUNKS);
     let (ctx, crx) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::spawn(pump(lead, BATCHES_COPY, "batches", batch_row, size_of_batch, btx));
-    tokio::spawn(pump(logs, LOGS_COPY, "logs", log_row, size_of_log, ltx));
-    tokio::spawn(pump(cps, CHECKPOINTS_COPY, "checkpoints", checkpoint_row, size_of_checkpoint, ctx));
+    let rt = runtime()?;
+    let (url0, b0) = (url.to_owned(), barrier.clone());
+    std::thread::Builder::new().name("verify-batches".into()).spawn(move || {
+        rt.block_on(async move {
+            let client = match connect(&url0).await {
+                Ok(c) => c,
+                Err(e) => return drop(info_tx.send(Err(e))),
+            };
+            match lead(&client).await {
+                Ok(l) => {
+                    let _ = info_tx.send(Ok((l.identity, l.total, l.snapshot)));
+                }
+                Err(e) => return drop(info_tx.send(Err(e))),
+            }
+            b0.wait();
+            pump(client, BATCHES_COPY, "batches", batch_row, size_of_batch, btx).await;
+        })
+    })?;
+    let (identity, total, snapshot) = info_rx
+        .recv()
+        .map_err(|_| Error::Read { what: "the log", reason: "the lead reader stopped".into() })??;
+    spawn_follower(url, &snapshot, barrier.clone(), "verify-logs", LOGS_COPY, "logs", log_row, size_of_log, ltx)?;
+    spawn_follower(url, &snapshot, barrier, "verify-checkpoints", CHECKPOINTS_COPY, "checkpoints", checkpoint_row, size_of_checkpoint, ctx)?;
     Ok((
         identity,
         Streams {
@@ -225,4 +267,40 @@ pub(crate) async fn open(
             total_leaves: total.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
         },
     ))
+}
+
+/// A connection that joins the lead's snapshot, then streams one table.
+#[allow(clippy::too_many_arguments)]
+fn spawn_follower<T: Send + 'static>(
+    url: &str,
+    snapshot: &str,
+    barrier: Arc<Barrier>,
+    thread: &str,
+    query: &'static str,
+    what: &'static str,
+    parse: fn(&mut Fields<'_>) -> Result<T, CopyError>,
+    size: fn(&T) -> usize,
+    tx: mpsc::Sender<Msg<T>>,
+) -> Result<(), Error> {
+    let rt = runtime()?;
+    let (url, snapshot) = (url.to_owned(), snapshot.to_owned());
+    std::thread::Builder::new().name(thread.into()).spawn(move || {
+        rt.block_on(async move {
+            let joined = async {
+                let c = connect(&url).await?;
+                c.batch_execute(&format!("{BEGIN}; SET TRANSACTION SNAPSHOT '{snapshot}'"))
+                    .await
+                    .map_err(q("a snapshot"))?;
+                Ok::<_, Error>(c)
+            }
+            .await;
+            // Always meet the others, even after a failure, so none waits forever.
+            barrier.wait();
+            match joined {
+                Ok(c) => pump(c, query, what, parse, size, tx).await,
+                Err(e) => drop(tx.send(Msg::Failed(e)).await),
+            }
+        })
+    })?;
+    Ok(())
 }
