@@ -144,19 +144,52 @@ pub fn verify_proof(file: &Path, key: &str, event: Option<&Path>) -> anyhow::Res
     #[allow(clippy::print_stdout)] // the command's output
     {
         println!(
-            "OK: leaf {} (hash {}) is in {} at tree size {} (batch {}), signed at {} ns ± {} ns by time source {}{}",
+            "OK: leaf {} (hash {}) is in {} at tree size {} (batch {}), signed at {} ± {} ns by time source {}{}",
             v.index,
             v.leaf,
             v.checkpoint.origin,
             v.checkpoint.size,
             v.checkpoint.chain_seq,
-            v.checkpoint.time.time.0,
+            rfc3339(v.checkpoint.time.time.0),
             v.checkpoint.time.uncertainty_ns,
             v.checkpoint.time.source,
             if event.is_some() { "; the event's bytes are that leaf" } else { "" }
         );
     }
     Ok(())
+}
+
+/// Nanoseconds since the epoch as RFC 3339 UTC (proleptic Gregorian,
+/// days to civil date by Howard Hinnant's algorithm).
+fn rfc3339(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ns % 1_000_000_000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(super::rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(super::rfc3339(1_795_252_798_468_834_313), "2026-11-21T09:19:58.468834313Z");
+    }
 }
 
 fn read_checkpoint(path: &Path, trusted: &NoteVerifier) -> anyhow::Result<Checkpoint> {

@@ -289,10 +289,9 @@ fn banner(addr: &str, data_dir: &Path, started: Instant) {
     );
     println!("  Vector: a sink of type \"http\" with uri = \"http://{addr}/ingest\" and encoding.codec = \"json\"");
     println!("  health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
-    println!(
-        "Signed checkpoints: the checkpoints table; the signing key's public half is {}",
-        data_dir.join("log.vkey").display()
-    );
+    let (d, vkey) = (data_dir.display(), data_dir.join("log.vkey"));
+    println!("Verify: chronos verify --data-dir {d} --key {}", vkey.display());
+    println!("Prove one event: chronos prove --data-dir {d} --leaf N -o event.tlog-proof (check it with verify-proof)");
     println!("Stop: Ctrl-C (everything accepted is committed and covered by a final signed checkpoint).");
 }
 
