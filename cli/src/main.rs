@@ -22,8 +22,8 @@ mod verify;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chronos_ledger::HashAlg;
 use anyhow::Context as _;
+use chronos_ledger::HashAlg;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]

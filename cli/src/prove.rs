@@ -70,7 +70,13 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
 }
 
 /// `chronos prove`.
-pub fn prove(source: &Source, key: Option<&str>, leaf: Leaf, out: Option<&Path>, event_out: Option<&Path>) -> anyhow::Result<()> {
+pub fn prove(
+    source: &Source,
+    key: Option<&str>,
+    leaf: Leaf,
+    out: Option<&Path>,
+    event_out: Option<&Path>,
+) -> anyhow::Result<()> {
     let db = source.open()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (proof, event, tiles) = rt.block_on(async {
@@ -182,16 +188,6 @@ fn rfc3339(ns: u64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn times_print_as_rfc3339() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(super::rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
-        assert_eq!(super::rfc3339(1_795_252_798_468_834_313), "2026-11-21T09:19:58.468834313Z");
-    }
-}
-
 fn read_checkpoint(path: &Path, trusted: &NoteVerifier) -> anyhow::Result<Checkpoint> {
     let note = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let (cp, _) = Checkpoint::open(&note, trusted).map_err(|e| Tampered(format!("{}: {e}", path.display())))?;
@@ -232,4 +228,14 @@ pub fn consistency(source: &Source, key: Option<&str>, old: &Path, new: &Path) -
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(super::rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(super::rfc3339(1_795_252_798_468_834_313), "2026-11-21T09:19:58.468834313Z");
+    }
 }

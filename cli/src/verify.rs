@@ -102,7 +102,14 @@ pub fn human(r: &Report) -> String {
     }
     out.push_str(&format!(
         "checked {} batches, {} logs, {:.1} MB, {} checkpoints, tree size {} in {:.2} s ({:.0} logs/s, {:.1} MB/s)\n",
-        s.batches, s.logs, s.bytes as f64 / 1e6, s.checkpoints, s.tree_size, s.seconds, s.logs_per_second, s.megabytes_per_second
+        s.batches,
+        s.logs,
+        s.bytes as f64 / 1e6,
+        s.checkpoints,
+        s.tree_size,
+        s.seconds,
+        s.logs_per_second,
+        s.megabytes_per_second
     ));
     out
 }

@@ -317,12 +317,12 @@ impl Note {
             // them can change without the note failing.
             let ok = sig.canonical
                 && <[u8; 64]>::try_from(sig.signature.as_slice())
-                .map(|b| ed25519_dalek::Signature::from_bytes(&b))
-                .is_ok_and(|sig| {
-                    // RFC 8032 cofactorless verification with canonical S, the
-                    // rule of Go's crypto/ed25519 that witnesses use.
-                    ed25519_dalek::Verifier::verify(&verifier.key, self.text.as_bytes(), &sig).is_ok()
-                });
+                    .map(|b| ed25519_dalek::Signature::from_bytes(&b))
+                    .is_ok_and(|sig| {
+                        // RFC 8032 cofactorless verification with canonical S, the
+                        // rule of Go's crypto/ed25519 that witnesses use.
+                        ed25519_dalek::Verifier::verify(&verifier.key, self.text.as_bytes(), &sig).is_ok()
+                    });
             if !ok {
                 return Err(VerifyError::BadSignature { key: format!("{}+{:08x}", verifier.name, verifier.key_id) });
             }

@@ -20,7 +20,7 @@ use chronos_pg_harness::PgCluster;
 use chronos_verify::{BATCHES_COPY, LOGS_COPY, NoProgress, Options};
 use futures_util::StreamExt as _;
 
-#[path = "fixture.rs"]
+#[path = "common/fixture.rs"]
 mod fixture;
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -71,7 +71,10 @@ fn main() {
         .unwrap()
         .parse()
         .unwrap();
-    eprintln!("built {events} events in batches of {batch} ({table_mb:.0} MB of tables) in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "built {events} events in batches of {batch} ({table_mb:.0} MB of tables) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     let opts = Options { trusted_key: Some(signer.verifier()), ..Options::default() };
     let mut raw_s = Vec::new();
@@ -103,10 +106,18 @@ fn main() {
     let (raw, ver) = (median(&mut raw_s), median(&mut verify_s));
     let n = events as f64;
     println!();
-    println!("verification rate vs. raw binary COPY read of the same rows ({events} events, {} batches, hash {}, {runs} runs, median)", r.summary.batches, alg.name());
+    println!(
+        "verification rate vs. raw binary COPY read of the same rows ({events} events, {} batches, hash {}, {runs} runs, median)",
+        r.summary.batches,
+        alg.name()
+    );
     println!("| measure | seconds | logs/s | MB/s | vs raw |");
     println!("|---|---|---|---|---|");
-    println!("| raw COPY read (batches + logs, 2 connections) | {raw:.3} | {:.0} | {:.1} | 100% |", n / raw, raw_bytes as f64 / 1e6 / raw);
+    println!(
+        "| raw COPY read (batches + logs, 2 connections) | {raw:.3} | {:.0} | {:.1} | 100% |",
+        n / raw,
+        raw_bytes as f64 / 1e6 / raw
+    );
     println!(
         "| chronos verify (all checks, {} checkpoints) | {ver:.3} | {:.0} | {:.1} | {:.0}% |",
         r.summary.checkpoints,

@@ -67,7 +67,9 @@ impl Fields<'_> {
     pub fn opt_i64(&mut self, name: &str) -> Result<Option<i64>, CopyError> {
         match self.raw()? {
             None => Ok(None),
-            Some(b) => Ok(Some(i64::from_be_bytes(b[..].try_into().map_err(|_| err(format!("{name} is not 8 bytes")))?))),
+            Some(b) => {
+                Ok(Some(i64::from_be_bytes(b[..].try_into().map_err(|_| err(format!("{name} is not 8 bytes")))?)))
+            }
         }
     }
 

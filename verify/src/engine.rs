@@ -214,13 +214,13 @@ fn pg_micros(ns: i64) -> i64 {
     (from_2000 / 1000) as i64
 }
 
-fn header_of(b: &BatchRow) -> Result<(BatchHeader, Hash), Finding> {
+fn header_of(b: &BatchRow) -> Result<(BatchHeader, Hash), Box<Finding>> {
     let bad = |col: &str, why: &str| {
         let f = Finding::new(Kind::Modified, "batches", format!("column {col} {why}"));
-        match u64_of(b.seq) {
+        Box::new(match u64_of(b.seq) {
             Some(s) => f.seq(s),
             None => f,
-        }
+        })
     };
     let seq = u64_of(b.seq).filter(|&s| s >= 1).ok_or_else(|| bad("seq", "is below 1"))?;
     let first_leaf = u64_of(b.first_leaf).ok_or_else(|| bad("first_leaf", "is negative"))?;
@@ -266,7 +266,7 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
             out.header = Some(h);
             out.chain = Some(c);
         }
-        Err(f) => out.findings.push((first, f)),
+        Err(f) => out.findings.push((first, *f)),
     }
     let events: Result<Vec<Event>, String> =
         payload::decode(b.payload_codec, &b.payload, count, MAX_DECODED).map_err(|e| e.to_string());
@@ -282,7 +282,10 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
         };
         let leaf = first + i;
         if i < next {
-            row_findings.push((leaf, Finding::new(Kind::Inserted, "logs", "a second row with this leaf index").seq(seq).leaf(leaf)));
+            row_findings.push((
+                leaf,
+                Finding::new(Kind::Inserted, "logs", "a second row with this leaf index").seq(seq).leaf(leaf),
+            ));
             continue;
         }
         for missing in next..i {
@@ -314,8 +317,7 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
             row_findings.push((leaf, column(seq, leaf, "leaf_hash", "is not the leaf's hash")));
         }
         if row.batch_seq != b.seq {
-            row_findings
-                .push((leaf, column(seq, leaf, "batch_seq", &format!("is {}, not {}", row.batch_seq, b.seq))));
+            row_findings.push((leaf, column(seq, leaf, "batch_seq", &format!("is {}, not {}", row.batch_seq, b.seq))));
         }
         let claimed = ev.and_then(|e| e.claimed_time_ns).map(pg_micros);
         if row.claimed_time_pg_us != claimed {
@@ -348,9 +350,13 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
             (Err(e), _) => Finding::new(Kind::Modified, "batches", format!("the payload cannot be decoded: {e}")),
             (Ok(_), Some(p)) => {
                 let i = (0..count as usize).find(|&i| p[i] != lh[i]).unwrap_or(0);
-                Finding::new(Kind::Modified, "batches", "the payload's event differs from the logs row, which the batch root vouches for")
-                    .leaf(first + i as u64)
-                    .hashes(p[i], lh[i])
+                Finding::new(
+                    Kind::Modified,
+                    "batches",
+                    "the payload's event differs from the logs row, which the batch root vouches for",
+                )
+                .leaf(first + i as u64)
+                .hashes(p[i], lh[i])
             }
             (Ok(_), None) => Finding::new(Kind::Modified, "batches", "the payload does not match the batch root"),
         };
@@ -489,7 +495,8 @@ where
         note(
             &mut window,
             covered_end,
-            Finding::new(Kind::Inserted, "logs", format!("{beyond} rows in all lie beyond the last batch")).leaf(covered_end),
+            Finding::new(Kind::Inserted, "logs", format!("{beyond} rows in all lie beyond the last batch"))
+                .leaf(covered_end),
         );
     }
     let _ = tx.send(Ok(window));
@@ -519,12 +526,12 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Checkpoints<C> {
             let block: Vec<CheckpointRow> = self.rows.by_ref().take(CHECKPOINT_BLOCK).collect::<Result<_, _>>()?;
             self.exhausted = block.len() < CHECKPOINT_BLOCK;
             self.read += block.len() as u64;
-            let opened: Vec<Result<Checkpoint, (u64, Finding)>> =
+            let opened: Vec<Result<Checkpoint, Box<(u64, Finding)>>> =
                 block.par_iter().map(|row| open_stored(row, trusted, alg)).collect();
             for o in opened {
                 match o {
                     Ok(cp) => self.staged.push_back(Target { cp, saved: false }),
-                    Err((pos, f)) => findings.push(pos, f),
+                    Err(e) => findings.push(e.0, e.1),
                 }
             }
         }
@@ -532,9 +539,11 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Checkpoints<C> {
     }
 }
 
-fn open_stored(row: &CheckpointRow, trusted: &NoteVerifier, alg: HashAlg) -> Result<Checkpoint, (u64, Finding)> {
+fn open_stored(row: &CheckpointRow, trusted: &NoteVerifier, alg: HashAlg) -> Result<Checkpoint, Box<(u64, Finding)>> {
     let size = u64_of(row.tree_size).unwrap_or(0);
-    let f = |kind: Kind, detail: String| (size, Finding::new(kind, "checkpoints", format!("id {}: {detail}", row.id)).checkpoint(size));
+    let f = |kind: Kind, detail: String| {
+        Box::new((size, Finding::new(kind, "checkpoints", format!("id {}: {detail}", row.id)).checkpoint(size)))
+    };
     let cp = match Checkpoint::open(&row.note, trusted) {
         Ok((cp, _)) => cp,
         Err(e @ (VerifyError::BadSignature { .. } | VerifyError::NoTrustedSignature { .. })) => {
@@ -661,7 +670,14 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
 
     /// Extends the tree over a batch's leaves, checking every signed
     /// checkpoint whose size falls in `(start, end]` on the way.
-    fn advance(&mut self, span: Option<&Span>, start: u64, end: u64, seq: u64, chain: Option<Hash>) -> Result<(), Error> {
+    fn advance(
+        &mut self,
+        span: Option<&Span>,
+        start: u64,
+        end: u64,
+        seq: u64,
+        chain: Option<Hash>,
+    ) -> Result<(), Error> {
         self.checkpoints.fill(end, self.trusted, self.alg, &mut self.findings)?;
         let mut targets = Vec::new();
         while self.checkpoints.staged.front().is_some_and(|t| t.cp.size <= end) {
@@ -671,7 +687,9 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
             targets.push(Target { cp, saved: true });
             targets.sort_by_key(|t| t.cp.size);
         }
-        if self.tree.as_ref().is_some_and(|t| t.size() != start) || span.is_none_or(|s| (s.first(), s.end()) != (start, end)) {
+        if self.tree.as_ref().is_some_and(|t| t.size() != start)
+            || span.is_none_or(|s| (s.first(), s.end()) != (start, end))
+        {
             self.tree = None;
         }
         for t in targets {
@@ -736,8 +754,12 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
             }
             Some(_) => {}
             None if size > start => {
-                let f = Finding::new(bad_chain, table, format!("signs a tree size that falls inside a batch (leaves from {start})"))
-                    .checkpoint(size);
+                let f = Finding::new(
+                    bad_chain,
+                    table,
+                    format!("signs a tree size that falls inside a batch (leaves from {start})"),
+                )
+                .checkpoint(size);
                 self.push(size, f);
                 ok = false;
             }
@@ -826,8 +848,9 @@ pub(crate) struct Anchors {
 
 /// Checks the log's identity against what the user trusts.
 pub(crate) fn anchors(identity: &Identity, opts: &Options) -> Result<Anchors, Error> {
-    let alg = HashAlg::from_name(&identity.hash_alg)
-        .ok_or_else(|| Error::Identity(format!("chronos_log.hash_alg {:?} is not a known algorithm", identity.hash_alg)))?;
+    let alg = HashAlg::from_name(&identity.hash_alg).ok_or_else(|| {
+        Error::Identity(format!("chronos_log.hash_alg {:?} is not a known algorithm", identity.hash_alg))
+    })?;
     let hasher = TreeHasher::new(alg, opts.hash_key.as_ref()).map_err(|e| Error::HashKey(e.to_string()))?;
     if hasher.key_check().map(|k| k.to_vec()) != identity.key_check {
         return Err(Error::HashKey(
@@ -863,7 +886,8 @@ pub(crate) fn anchors(identity: &Identity, opts: &Options) -> Result<Anchors, Er
     if identity.genesis[..] != genesis.0 {
         findings.push((
             0,
-            Finding::new(Kind::ChainBroken, "chronos_log", "the stored genesis value is not the one of this origin").seq(0),
+            Finding::new(Kind::ChainBroken, "chronos_log", "the stored genesis value is not the one of this origin")
+                .seq(0),
         ));
     }
     let saved = match &opts.saved_checkpoint {

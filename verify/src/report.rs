@@ -94,7 +94,16 @@ fn hex_opt<S: serde::Serializer>(h: &Option<Hash>, s: S) -> Result<S::Ok, S::Err
 
 impl Finding {
     pub(crate) fn new(kind: Kind, table: &'static str, detail: impl Into<String>) -> Finding {
-        Finding { kind, table, seq: None, leaf: None, checkpoint: None, detail: detail.into(), found: None, expected: None }
+        Finding {
+            kind,
+            table,
+            seq: None,
+            leaf: None,
+            checkpoint: None,
+            detail: detail.into(),
+            found: None,
+            expected: None,
+        }
     }
 
     pub(crate) fn seq(mut self, seq: u64) -> Finding {

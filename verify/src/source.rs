@@ -12,9 +12,9 @@ use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, NoTls};
 
+use crate::Error;
 use crate::copy::{CopyError, Fields, RowReader};
 use crate::engine::{BatchRow, CheckpointRow, Identity, LogRow, Streams};
-use crate::Error;
 
 const CHUNK_ROWS: usize = 2048;
 const CHUNK_BYTES: usize = 4 << 20;
@@ -69,7 +69,10 @@ impl<T> Iterator for Rows<T> {
                 }
                 None => {
                     self.done = true;
-                    return Some(Err(Error::Read { what: self.what, reason: "the reader stopped before the end".into() }));
+                    return Some(Err(Error::Read {
+                        what: self.what,
+                        reason: "the reader stopped before the end".into(),
+                    }));
                 }
             }
         }
@@ -172,6 +175,9 @@ fn rows<T>(rx: mpsc::Receiver<Msg<T>>, what: &'static str) -> Rows<T> {
     Rows { rx, current: Vec::new().into_iter(), what, done: false }
 }
 
+/// The three streams of a database.
+pub(crate) type DbStreams = Streams<Rows<BatchRow>, Rows<LogRow>, Rows<CheckpointRow>>;
+
 const BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 fn q(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
@@ -229,7 +235,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// crossing threads. The lead connection exports its snapshot and keeps
 /// its transaction open until the two others have imported it (the
 /// barrier); all three then stream.
-pub(crate) fn open(url: &str) -> Result<(Identity, Streams<Rows<BatchRow>, Rows<LogRow>, Rows<CheckpointRow>>), Error> {
+pub(crate) fn open(url: &str) -> Result<(Identity, DbStreams), Error> {
     let barrier = Arc::new(Barrier::new(3));
     let (info_tx, info_rx) = std::sync::mpsc::sync_channel::<Result<(Identity, Option<i64>, String), Error>>(1);
     let (btx, brx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -253,11 +259,20 @@ pub(crate) fn open(url: &str) -> Result<(Identity, Streams<Rows<BatchRow>, Rows<
             pump(client, BATCHES_COPY, "batches", batch_row, size_of_batch, btx).await;
         })
     })?;
-    let (identity, total, snapshot) = info_rx
-        .recv()
-        .map_err(|_| Error::Read { what: "the log", reason: "the lead reader stopped".into() })??;
+    let (identity, total, snapshot) =
+        info_rx.recv().map_err(|_| Error::Read { what: "the log", reason: "the lead reader stopped".into() })??;
     spawn_follower(url, &snapshot, barrier.clone(), "verify-logs", LOGS_COPY, "logs", log_row, size_of_log, ltx)?;
-    spawn_follower(url, &snapshot, barrier, "verify-checkpoints", CHECKPOINTS_COPY, "checkpoints", checkpoint_row, size_of_checkpoint, ctx)?;
+    spawn_follower(
+        url,
+        &snapshot,
+        barrier,
+        "verify-checkpoints",
+        CHECKPOINTS_COPY,
+        "checkpoints",
+        checkpoint_row,
+        size_of_checkpoint,
+        ctx,
+    )?;
     Ok((
         identity,
         Streams {

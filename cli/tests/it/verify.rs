@@ -67,12 +67,8 @@ fn save_checkpoint(url: &str, path: &Path) -> u64 {
 fn wait_signed(stack: &Stack, size: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got: u64 = stack
-            .pg
-            .psql("postgres", "SELECT coalesce(max(tree_size), 0) FROM checkpoints")
-            .unwrap()
-            .parse()
-            .unwrap();
+        let got: u64 =
+            stack.pg.psql("postgres", "SELECT coalesce(max(tree_size), 0) FROM checkpoints").unwrap().parse().unwrap();
         if got >= size {
             return;
         }
@@ -122,7 +118,8 @@ fn every_kind_of_tampering_is_found_with_its_kind_and_place() {
     let l = first + 1;
     let m: u64 = row("SELECT first_leaf + 2 FROM batches WHERE seq = 8").parse().unwrap();
     let last_seq: u64 = row("SELECT max(seq) FROM batches").parse().unwrap();
-    let rollback_from: u64 = row(&format!("SELECT first_leaf FROM batches WHERE seq = {}", last_seq - 2)).parse().unwrap();
+    let rollback_from: u64 =
+        row(&format!("SELECT first_leaf FROM batches WHERE seq = {}", last_seq - 2)).parse().unwrap();
     let mid_cp: u64 = row(&format!(
         "SELECT tree_size FROM checkpoints WHERE tree_size > 0 AND tree_size < {total} ORDER BY tree_size LIMIT 1"
     ))
@@ -142,7 +139,16 @@ fn every_kind_of_tampering_is_found_with_its_kind_and_place() {
     let escape = |s: &str| s.replace('\'', "''");
 
     let cases = vec![
-        Case { name: "untouched", sql: String::new(), extra: vec![], kind: "", table: "", seq: None, leaf: None, checkpoint: None },
+        Case {
+            name: "untouched",
+            sql: String::new(),
+            extra: vec![],
+            kind: "",
+            table: "",
+            seq: None,
+            leaf: None,
+            checkpoint: None,
+        },
         Case {
             name: "one byte of one event",
             sql: format!("UPDATE logs SET event = set_byte(event, 7, get_byte(event, 7) # 1) WHERE leaf_index = {l}"),
@@ -247,7 +253,10 @@ fn every_kind_of_tampering_is_found_with_its_kind_and_place() {
         },
         Case {
             name: "the newest batches deleted, checkpoints left",
-            sql: format!("DELETE FROM logs WHERE leaf_index >= {rollback_from}; DELETE FROM batches WHERE seq >= {}", last_seq - 2),
+            sql: format!(
+                "DELETE FROM logs WHERE leaf_index >= {rollback_from}; DELETE FROM batches WHERE seq >= {}",
+                last_seq - 2
+            ),
             extra: vec![],
             kind: "rolled_back",
             table: "checkpoints",
@@ -324,7 +333,11 @@ fn every_kind_of_tampering_is_found_with_its_kind_and_place() {
                 && c.checkpoint.is_none_or(|cp| f["checkpoint"] == cp)
         };
         if !ok {
-            failures.push(format!("{}: exit {code}, report:\n{}", c.name, serde_json::to_string_pretty(&report).unwrap()));
+            failures.push(format!(
+                "{}: exit {code}, report:\n{}",
+                c.name,
+                serde_json::to_string_pretty(&report).unwrap()
+            ));
         }
         // The human report names the same thing.
         if !c.kind.is_empty() {
@@ -344,7 +357,8 @@ fn every_kind_of_tampering_is_found_with_its_kind_and_place() {
     let (code, report) = verify_json(&stack.pg.url(db), &["--key", &vkey_s]);
     assert_eq!((code, &report["status"]), (0, &Value::from("intact")), "{report}");
     // And the early checkpoint is extended by the untouched log.
-    let (code, report) = verify_json(&stack.pg.url("tamper_0"), &["--key", &vkey_s, "--from-checkpoint", early.to_str().unwrap()]);
+    let (code, report) =
+        verify_json(&stack.pg.url("tamper_0"), &["--key", &vkey_s, "--from-checkpoint", early.to_str().unwrap()]);
     assert_eq!(code, 0, "{report}");
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n\n"));
 }
@@ -425,7 +439,8 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
     assert!(proof.path.len() <= depth, "{} hashes for a tree of {total}", proof.path.len());
 
     // Offline, with only the key: valid, with and without the event.
-    let ok = run(&["verify-proof", proof_path.to_str().unwrap(), "--key", vkey_s, "--event", event_path.to_str().unwrap()]);
+    let ok =
+        run(&["verify-proof", proof_path.to_str().unwrap(), "--key", vkey_s, "--event", event_path.to_str().unwrap()]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with(&format!("OK: leaf {leaf} ")));
     assert!(run(&["verify-proof", proof_path.to_str().unwrap(), "--key", vkey_s]).status.success());
@@ -437,7 +452,8 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
 
     // Another event, another key, a changed file: exit 1.
     let other_event = write(&tmp, "other.event", &events[2]);
-    let bad = run(&["verify-proof", proof_path.to_str().unwrap(), "--key", vkey_s, "--event", other_event.to_str().unwrap()]);
+    let bad =
+        run(&["verify-proof", proof_path.to_str().unwrap(), "--key", vkey_s, "--event", other_event.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
     let other_key = NoteSigner::generate("test.example/pipeline").unwrap().verifier().to_string();
     let bad = run(&["verify-proof", proof_path.to_str().unwrap(), "--key", &other_key]);
@@ -496,7 +512,8 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
     let (mut cp, _) = Checkpoint::open(&std::fs::read(&new).unwrap(), &verifier).unwrap();
     cp.root.0[0] ^= 1;
     let fork = write(&tmp, "fork.checkpoint", cp.sign(&signer).unwrap().as_bytes());
-    let out = run(&["consistency", "--database-url", &url, "--key", vkey_s, "--old", o, "--new", fork.to_str().unwrap()]);
+    let out =
+        run(&["consistency", "--database-url", &url, "--key", vkey_s, "--old", o, "--new", fork.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("not consistent"), "{}", stderr(&out));
     stack.stop();

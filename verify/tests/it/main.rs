@@ -9,7 +9,7 @@ use chronos_ledger::{Checkpoint, Hash, HashAlg, HashKey};
 use chronos_pg_harness::TestDb;
 use chronos_verify::{Error, Kind, NoProgress, Options, Report, Status, verify_database};
 
-#[path = "../../benches/fixture.rs"]
+#[path = "../../benches/common/fixture.rs"]
 mod fixture;
 
 fn build(name: &str, spec: &fixture::Spec) -> (TestDb, chronos_ledger::NoteSigner) {
@@ -68,7 +68,11 @@ fn many_windows_of_batches_and_column_edits_are_each_reported_in_place() {
         r.findings.iter().map(|f| (f.kind, f.leaf, f.detail.starts_with("column"))).collect();
     assert_eq!(
         got,
-        vec![(Kind::Modified, Some(4321), true), (Kind::Modified, Some(4500), true), (Kind::Modified, Some(5001), true)],
+        vec![
+            (Kind::Modified, Some(4321), true),
+            (Kind::Modified, Some(4500), true),
+            (Kind::Modified, Some(5001), true)
+        ],
         "{:#?}",
         r.findings
     );
@@ -97,7 +101,8 @@ fn checkpoints_that_the_log_does_not_match_are_named() {
             .unwrap();
     };
     let chain_of = |seq: u64| -> Hash {
-        let hex = db.cluster.psql(&db.name, &format!("SELECT encode(chain, 'hex') FROM batches WHERE seq = {seq}")).unwrap();
+        let hex =
+            db.cluster.psql(&db.name, &format!("SELECT encode(chain, 'hex') FROM batches WHERE seq = {seq}")).unwrap();
         Hash::from_hex(&hex).unwrap()
     };
     // Validly signed, but of a tree the log does not have: a root that is
@@ -112,7 +117,8 @@ fn checkpoints_that_the_log_does_not_match_are_named() {
         time: time.clone(),
     };
     store(&wrong_root);
-    let inside = Checkpoint { size: 120, root: Hash([8; 32]), chain_seq: 3, chain_hash: chain_of(3), ..wrong_root.clone() };
+    let inside =
+        Checkpoint { size: 120, root: Hash([8; 32]), chain_seq: 3, chain_hash: chain_of(3), ..wrong_root.clone() };
     store(&inside);
     let r = verify(&db.url, &trusted(&signer));
     let got: Vec<(Kind, Option<u64>)> = r.findings.iter().map(|f| (f.kind, f.checkpoint)).collect();

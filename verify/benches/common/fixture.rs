@@ -1,6 +1,7 @@
 //! Builds a ledger straight through the vault (no services): realistic log
 //! events, batches with their chain and roots, tiles, and signed
 //! checkpoints. Shared by the verifier's benchmark and tests.
+#![allow(clippy::unwrap_used)]
 
 use chronos_ledger::chain::{ChainHead, TimeNs, TimeSource, TrustedTime};
 use chronos_ledger::payload::EventRef;
@@ -11,6 +12,7 @@ use chronos_vault::store::{BatchRecord, LogIdentity, Vault};
 pub const ORIGIN: &str = "bench.example/verify";
 
 /// What to build.
+#[derive(Debug)]
 pub struct Spec {
     pub events: u64,
     pub batch: u64,
@@ -27,7 +29,7 @@ pub fn event(i: u64) -> (Vec<u8>, Option<i64>) {
     let hosts = ["web-1", "web-2", "db-1", "cache-3", "edge-7"];
     let host = hosts[(i % 5) as usize];
     let pad = "q".repeat(((i * 7919) % 200) as usize);
-    let ev = if i % 3 == 0 {
+    let ev = if i.is_multiple_of(3) {
         format!(
             r#"{{"message":"<{}>1 2026-11-21T10:00:00.{:06}Z {host} sshd {} - - Accepted publickey for user{} from 10.0.{}.{} port {} ssh2 {pad}","host":"{host}","source_type":"syslog"}}"#,
             i % 191,
@@ -49,8 +51,11 @@ pub fn event(i: u64) -> (Vec<u8>, Option<i64>) {
             i % 100_000
         )
     };
-    (ev.into_bytes(), (i % 7 != 0).then_some(t))
+    (ev.into_bytes(), (!i.is_multiple_of(7)).then_some(t))
 }
+
+/// A batch built but not committed yet: header, chain value, events, leaf hashes.
+type Pending = (BatchHeader, Hash, Vec<(Vec<u8>, Option<i64>)>, Vec<Hash>);
 
 /// Builds the ledger into an empty database (migrated here); returns the
 /// signer.
@@ -79,7 +84,7 @@ pub async fn build(client: tokio_postgres::Client, spec: &Spec) -> NoteSigner {
     let mut groups_done = 0u64;
     while next < spec.events {
         // One transaction per group of batches, as the vault writer does.
-        let mut group: Vec<(BatchHeader, Hash, Vec<(Vec<u8>, Option<i64>)>, Vec<Hash>)> = Vec::new();
+        let mut group: Vec<Pending> = Vec::new();
         let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
         while group.len() < 16 && next < spec.events {
             let n = spec.batch.min(spec.events - next);
@@ -128,7 +133,11 @@ pub async fn build(client: tokio_postgres::Client, spec: &Spec) -> NoteSigner {
                 hash: spec.alg,
                 chain_seq: head.seq,
                 chain_hash: head.hash,
-                time: TrustedTime { time: TimeNs(1_795_000_000_000_000_000 + next), uncertainty_ns: 0, source: TimeSource::local() },
+                time: TrustedTime {
+                    time: TimeNs(1_795_000_000_000_000_000 + next),
+                    uncertainty_ns: 0,
+                    source: TimeSource::local(),
+                },
             };
             vault.store_checkpoint(head.size, head.seq, &cp.sign(&signer).unwrap()).await.unwrap();
         }
