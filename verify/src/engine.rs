@@ -649,9 +649,9 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
         }
         if let (Some(r), Some(h)) = (unresolved, &c.header) {
             let f = Finding::new(
-                Kind::RootMismatch,
+                Kind::Modified,
                 "batches",
-                "the batch's leaves (its payload and its logs rows agree) do not hash to its root: the events were altered",
+                "the batch's events (its payload and its logs rows agree) do not hash to its root: both copies were altered",
             )
             .seq(seq)
             .hashes(r, h.root);
