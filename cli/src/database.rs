@@ -82,6 +82,15 @@ pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     Ok(client)
 }
 
+/// The newest stored checkpoint note, not yet verified.
+pub async fn newest_checkpoint_note(client: &tokio_postgres::Client) -> anyhow::Result<Option<String>> {
+    Ok(client
+        .query_opt("SELECT note FROM checkpoints ORDER BY tree_size DESC, id DESC LIMIT 1", &[])
+        .await
+        .context("reading checkpoints")?
+        .map(|r| r.get(0)))
+}
+
 /// Reads a verifier key given as a file or as the key string itself.
 pub fn read_key(arg: &str) -> anyhow::Result<chronos_ledger::NoteVerifier> {
     let path = Path::new(arg);

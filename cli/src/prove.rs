@@ -48,12 +48,7 @@ async fn open_log(url: &str, key: Option<&str>) -> anyhow::Result<Log> {
 
 /// The newest stored checkpoint, verified.
 async fn newest_checkpoint(log: &Log) -> anyhow::Result<(Checkpoint, String)> {
-    let note: String = log
-        .client
-        .query_opt("SELECT note FROM checkpoints ORDER BY tree_size DESC, id DESC LIMIT 1", &[])
-        .await?
-        .context("the log has no signed checkpoint yet")?
-        .get(0);
+    let note = database::newest_checkpoint_note(&log.client).await?.context("the log has no signed checkpoint yet")?;
     let (cp, _) = Checkpoint::open(note.as_bytes(), &log.trusted)
         .map_err(|e| Tampered(format!("the newest stored checkpoint does not verify with {}: {e}", log.trusted)))?;
     Ok((cp, note))

@@ -124,11 +124,7 @@ pub fn checkpoint(source: &Source, key: Option<&str>) -> anyhow::Result<ExitCode
             Some(k) => database::read_key(k)?,
             None => stored_key(&client).await?,
         };
-        let note: Option<String> = client
-            .query_opt("SELECT note FROM checkpoints ORDER BY tree_size DESC, id DESC LIMIT 1", &[])
-            .await?
-            .map(|r| r.get(0));
-        anyhow::Ok((note, trusted))
+        anyhow::Ok((database::newest_checkpoint_note(&client).await?, trusted))
     })?;
     let Some(note) = note else {
         anyhow::bail!("the log has no signed checkpoint yet (the orchestrator signs one once the log has grown)");
