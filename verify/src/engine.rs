@@ -668,6 +668,21 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
         self.advance(c.span.as_ref(), start, end, seq, c.chain)
     }
 
+    /// The signed checkpoints (stored, and the saved one) of size up to
+    /// `end` not checked yet, in size order.
+    fn targets_upto(&mut self, end: u64) -> Result<Vec<Target>, Error> {
+        self.checkpoints.fill(end, self.trusted, self.alg, &mut self.findings)?;
+        let mut targets = Vec::new();
+        while self.checkpoints.staged.front().is_some_and(|t| t.cp.size <= end) {
+            targets.extend(self.checkpoints.staged.pop_front());
+        }
+        if let Some(cp) = self.saved.take_if(|cp| cp.size <= end) {
+            targets.push(Target { cp, saved: true });
+            targets.sort_by_key(|t| t.cp.size);
+        }
+        Ok(targets)
+    }
+
     /// Extends the tree over a batch's leaves, checking every signed
     /// checkpoint whose size falls in `(start, end]` on the way.
     fn advance(
@@ -678,15 +693,7 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
         seq: u64,
         chain: Option<Hash>,
     ) -> Result<(), Error> {
-        self.checkpoints.fill(end, self.trusted, self.alg, &mut self.findings)?;
-        let mut targets = Vec::new();
-        while self.checkpoints.staged.front().is_some_and(|t| t.cp.size <= end) {
-            targets.extend(self.checkpoints.staged.pop_front());
-        }
-        if let Some(cp) = self.saved.take_if(|cp| cp.size <= end) {
-            targets.push(Target { cp, saved: true });
-            targets.sort_by_key(|t| t.cp.size);
-        }
+        let targets = self.targets_upto(end)?;
         if self.tree.as_ref().is_some_and(|t| t.size() != start)
             || span.is_none_or(|s| (s.first(), s.end()) != (start, end))
         {
@@ -772,15 +779,7 @@ impl<C: Iterator<Item = Result<CheckpointRow, Error>>> Sequencer<'_, C> {
 
     /// The empty log, before the first batch: checkpoints of size 0.
     fn genesis(&mut self, genesis: Hash) -> Result<(), Error> {
-        self.checkpoints.fill(0, self.trusted, self.alg, &mut self.findings)?;
-        let mut targets = Vec::new();
-        while self.checkpoints.staged.front().is_some_and(|t| t.cp.size == 0) {
-            targets.extend(self.checkpoints.staged.pop_front());
-        }
-        if let Some(cp) = self.saved.take_if(|cp| cp.size == 0) {
-            targets.push(Target { cp, saved: true });
-        }
-        for t in targets {
+        for t in self.targets_upto(0)? {
             self.check_target(&t, Some(self.hasher.empty_root()), Some((0, Some(genesis))), 0);
         }
         Ok(())
