@@ -10,6 +10,7 @@
 //! success, 1 verification found tampering (for the verify commands), 2
 //! could not do the job.
 
+mod bench;
 mod config;
 mod database;
 mod embedded;
@@ -65,6 +66,13 @@ enum Command {
         /// Ingest processes sharing the listen port (default 1, or ingest.processes).
         #[arg(long)]
         ingests: Option<u16>,
+    },
+    /// Measure this machine: run `chronos up` on a log of its own, send it realistic logs like
+    /// Vector's http sink at max load, 50% and overload, and compare with raw binary COPY,
+    /// hashing, ring and memcpy measured in the same run. Prints a Markdown report.
+    Bench {
+        #[command(flatten)]
+        args: bench::Args,
     },
     /// Check a log the way an outsider would: every event, batch root, chain link,
     /// tree and checkpoint signature. Exit 0 intact, 1 tampering found, 2 could not check.
@@ -164,7 +172,7 @@ enum Command {
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum HashArg {
+pub(crate) enum HashArg {
     /// BLAKE3: fastest.
     Blake3,
     /// SHA-256: checkpoints and proofs interoperate with C2SP tlog tools and witnesses.
@@ -204,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::VerifyProof { file, key, event } => prove::verify_proof(&file, &key, event.as_deref())?,
         Command::Consistency { source, old, new, key } => prove::consistency(&source, key.as_deref(), &old, &new)?,
+        Command::Bench { args } => bench::bench(args)?,
         Command::Up { data_dir, database_url, listen, hashers, ingests } => {
             services::init_tracing("up");
             up::up(&data_dir, up::Overrides { database_url, listen, hashers, ingests })?;

@@ -32,6 +32,11 @@ impl Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "ledger", sql: include_str!("../migrations/0001_ledger.sql") },
     Migration { version: 2, name: "ingest_keys", sql: include_str!("../migrations/0002_ingest_keys.sql") },
+    Migration {
+        version: 3,
+        name: "uncompressed_storage",
+        sql: include_str!("../migrations/0003_uncompressed_storage.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

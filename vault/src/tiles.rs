@@ -44,26 +44,46 @@ pub(crate) async fn append(tx: &Transaction<'_>, nodes: &[(NodeId, Hash)]) -> Re
         }
         g.1.extend_from_slice(&h.0);
     }
+    // Tiles that start here go in with one statement; a tile continued
+    // from an earlier commit (at most one per level: the last stored one)
+    // is extended by one UPDATE each. Round trips, not bytes, dominated
+    // when every tile had a statement of its own (BENCHMARKS.md).
+    let (mut levels, mut idxs, mut widths, mut blobs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for ((level, idx), (start, hashes)) in groups {
         let added = (hashes.len() / 32) as i16;
+        if start == 0 {
+            levels.push(level);
+            idxs.push(idx);
+            widths.push(added);
+            blobs.push(hashes);
+            continue;
+        }
         let start = start as i16;
-        let n = if start == 0 {
-            tx.execute(
-                "INSERT INTO tiles (level, idx, width, hashes) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&level, &idx, &added, &hashes],
-            )
-            .await?
-        } else {
-            tx.execute(
+        let n = tx
+            .execute(
                 "UPDATE tiles SET width = width + $3, hashes = hashes || $4 WHERE level = $1 AND idx = $2 AND width = $5",
                 &[&level, &idx, &added, &hashes, &start],
             )
-            .await?
-        };
+            .await?;
         if n != 1 {
             return Err(VaultError::Corrupt {
                 seq: 0,
                 reason: format!("tile ({level}, {idx}) does not end where the new nodes start ({start})"),
+            });
+        }
+    }
+    if !levels.is_empty() {
+        let n = tx
+            .execute(
+                "INSERT INTO tiles (level, idx, width, hashes) \
+                 SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::smallint[], $4::bytea[]) ON CONFLICT DO NOTHING",
+                &[&levels, &idxs, &widths, &blobs],
+            )
+            .await?;
+        if n != levels.len() as u64 {
+            return Err(VaultError::Corrupt {
+                seq: 0,
+                reason: format!("{} of {} new tiles exist already", levels.len() as u64 - n, levels.len()),
             });
         }
     }
