@@ -80,6 +80,12 @@ pub struct Options {
     pub ingests: Vec<u16>,
     pub batch: Vec<usize>,
     pub connections: Vec<usize>,
+    /// Find the maximum load by doubling the connections from
+    /// `connections[0]` up to `search_max` while throughput still grows by
+    /// 5% a step (as Vector's adaptive concurrency does), instead of taking
+    /// `connections[0]` as given.
+    pub search: bool,
+    pub search_max: usize,
     pub framing: Framing,
     pub gzip: bool,
     pub warmup: Duration,
@@ -120,6 +126,11 @@ pub struct Results {
     pub half: Phase,
     pub overload: Phase,
     pub sweep: Vec<Phase>,
+    /// The search for the maximum load, if made: one shorter phase per
+    /// connection count tried.
+    pub search: Vec<Phase>,
+    /// End-to-end / raw COPY of every (max load, raw COPY) pair, ascending.
+    pub ratios: Vec<f64>,
     pub copy: limits::CopyLimits,
     pub hashing: limits::HashLimits,
     pub ring: limits::Rate,
@@ -176,11 +187,49 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
     let stored_before = rt.block_on(count_logs(&stack.database_url))?;
     let postgres_version = rt.block_on(server_version(&stack.database_url))?;
 
-    let max = phase("max load", &stack, h0, i0, shape(b0, c0), Pace::Max)?;
-    let (lo, hi) =
-        max.run.window_leaves().ok_or_else(|| BenchError::Lost("no body acknowledged at max load".into()))?;
-    say(&format!("raw binary COPY of the same {} rows, {} runs", hi - lo, o.reps));
-    let copy = rt.block_on(limits::raw_copy(&stack.database_url, lo, hi, o.reps))?;
+    let mut search = Vec::new();
+    let c0 = if o.search {
+        let mut c = c0;
+        let mut best = (c0, 0.0f64);
+        loop {
+            let p = phase(&format!("finding max load: {c} connections"), &stack, h0, i0, shape(b0, c), Pace::Max)?;
+            let rate = p.run.events_per_sec();
+            search.push(p);
+            if rate > best.1 * 1.05 {
+                best = (c, rate.max(best.1));
+            } else {
+                best.1 = best.1.max(rate);
+                break;
+            }
+            if c * 2 > o.search_max {
+                break;
+            }
+            c *= 2;
+        }
+        say(&format!("max load at {} connections", best.0));
+        best.0
+    } else {
+        c0
+    };
+    // Max load and raw COPY of the rows it stored, in pairs: the machine's
+    // speed drifts (other tenants, PostgreSQL's checkpoints), so each
+    // ratio compares two measurements made back to back, and the pair
+    // with the median ratio is reported.
+    let mut pairs = Vec::new();
+    let n = o.reps.max(1);
+    for k in 0..n {
+        let max = phase(&format!("max load ({} of {n})", k + 1), &stack, h0, i0, shape(b0, c0), Pace::Max)?;
+        let (lo, hi) =
+            max.run.window_leaves().ok_or_else(|| BenchError::Lost("no body acknowledged at max load".into()))?;
+        say(&format!("raw binary COPY of the same {} rows, best of 3", hi - lo));
+        let copy = rt.block_on(limits::raw_copy(&stack.database_url, lo, hi, 3))?;
+        let ratio = max.run.events_per_sec() / copy.logs.events;
+        say(&format!("  {:.0} rows/s: end-to-end / raw COPY {:.0}%", copy.logs.events, 100.0 * ratio));
+        pairs.push((ratio, max, copy));
+    }
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let ratios: Vec<f64> = pairs.iter().map(|p| p.0).collect();
+    let (_, max, copy) = pairs.swap_remove(pairs.len() / 2);
     say("hashing limits, ring, memcpy");
     let hashing = limits::hashing(&o.hasher, corpus.events(), b0, o.reps);
     let body_bytes = corpus.events().iter().take(b0).map(|e| e.len() + 16).sum::<usize>();
@@ -215,7 +264,21 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
     let acked = check_acks(&mut all_acks, stored)?;
     say("stopping chronos up");
     launcher.stop()?;
-    Ok(Results { max, half, overload, sweep, copy, hashing, ring, memcpy, acked, stored, postgres_version })
+    Ok(Results {
+        max,
+        half,
+        overload,
+        sweep,
+        search,
+        ratios,
+        copy,
+        hashing,
+        ring,
+        memcpy,
+        acked,
+        stored,
+        postgres_version,
+    })
 }
 
 /// One phase: the load, with the processes sampled over its window.

@@ -172,10 +172,11 @@ fn producer(corpus: Arc<Corpus>, shape: &Shape, first: u64, ahead: usize) -> mps
     rx
 }
 
-struct Job {
-    body: Body,
-    due: Option<Instant>,
-}
+/// A body to send: when it was due (open loop), or `None` (closed loop:
+/// due when a connection takes it). The body itself is taken from the
+/// producer only then, so a backlog of due bodies costs 16 bytes each, not
+/// a rendered body each.
+type Job = Option<Instant>;
 
 /// Sends for `warmup + measure`, then waits until every body sent is
 /// acknowledged. `first_body` numbers the bodies (keep it unique across
@@ -189,26 +190,26 @@ pub async fn drive(
     measure: Duration,
     first_body: u64,
 ) -> Result<Run, LoadError> {
-    let mut bodies = producer(corpus, shape, first_body, 4 * shape.connections);
+    let bodies = Arc::new(Mutex::new(producer(corpus, shape, first_body, 2 * shape.connections.min(256))));
     let (tx, rx) = match pace {
         Pace::Max => mpsc::channel::<Job>(1),
-        // Open loop: due bodies queue here while every connection is busy.
-        Pace::Rate(_) => mpsc::channel::<Job>(1 << 20),
+        // Open loop: due times queue here while every connection is busy.
+        Pace::Rate(_) => mpsc::channel::<Job>(1 << 22),
     };
     let rx = Arc::new(Mutex::new(rx));
     let counters = Arc::new(Counters::default());
     let mut workers = Vec::new();
     for i in 0..shape.connections {
         let (target, shape, rx, counters) = (target.clone(), shape.clone(), rx.clone(), counters.clone());
-        workers.push(tokio::spawn(async move { worker(i as u64, &target, &shape, &rx, &counters).await }));
+        let bodies = bodies.clone();
+        workers.push(tokio::spawn(async move { worker(i as u64, &target, &shape, &rx, &bodies, &counters).await }));
     }
     let start = Instant::now();
     let window = (start + warmup, start + warmup + measure);
     match pace {
         Pace::Max => {
             while Instant::now() < window.1 {
-                let Some(body) = bodies.recv().await else { break };
-                if tx.send(Job { body, due: None }).await.is_err() {
+                if tx.send(None).await.is_err() {
                     break; // a worker failed: its error is collected below
                 }
             }
@@ -218,8 +219,7 @@ pub async fn drive(
             let mut due = start;
             while due < window.1 {
                 tokio::time::sleep_until(due.into()).await;
-                let Some(body) = bodies.recv().await else { break };
-                if tx.send(Job { body, due: Some(due) }).await.is_err() {
+                if tx.send(Some(due)).await.is_err() {
                     break;
                 }
                 due += step;
@@ -269,6 +269,7 @@ async fn worker(
     target: &Target,
     shape: &Shape,
     rx: &Mutex<mpsc::Receiver<Job>>,
+    bodies: &Mutex<mpsc::Receiver<Body>>,
     n: &Counters,
 ) -> Result<Vec<Ack>, LoadError> {
     let mut acks = Vec::new();
@@ -276,7 +277,8 @@ async fn worker(
     let mut jitter = crate::events::Rng::new(first_seed(index));
     loop {
         let job = rx.lock().await.recv().await;
-        let Some(Job { body, due }) = job else { return Ok(acks) };
+        let Some(due) = job else { return Ok(acks) };
+        let Some(body) = bodies.lock().await.recv().await else { return Ok(acks) };
         let due = due.unwrap_or_else(Instant::now);
         let mut retries = 0u32;
         let mut backoff = shape.retry_initial;

@@ -41,9 +41,13 @@ pub struct Args {
     /// Events per request body; a list measures each.
     #[arg(long, value_delimiter = ',', default_value = "1000,100,5000")]
     pub batch: Vec<usize>,
-    /// Concurrent connections; a list measures each.
-    #[arg(long, value_delimiter = ',', default_value = "8,2,32")]
+    /// Concurrent connections; a list measures each. Default: found by doubling from 8 while
+    /// throughput grows (as Vector's adaptive concurrency would).
+    #[arg(long, value_delimiter = ',')]
     pub connections: Vec<usize>,
+    /// Most connections the search for the maximum load tries.
+    #[arg(long, default_value_t = 256)]
+    pub max_connections: usize,
     /// Only the first value of each list (no scaling sweep).
     #[arg(long)]
     pub no_sweep: bool,
@@ -60,7 +64,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3)]
     pub warmup: u64,
     /// Connections of the overload phase (open loop at twice the max rate).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     pub overload_connections: usize,
     /// Repetitions of each limit measurement (the median is kept).
     #[arg(long, default_value_t = 3)]
@@ -76,8 +80,9 @@ impl Args {
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as u16;
         let mut hashers = if self.hashers.is_empty() { vec![cores, 1] } else { self.hashers.clone() };
         hashers.dedup();
-        let (mut ingests, mut batch, mut connections) =
-            (self.ingests.clone(), self.batch.clone(), self.connections.clone());
+        let search = self.connections.is_empty();
+        let mut connections = if search { vec![8] } else { self.connections.clone() };
+        let (mut ingests, mut batch) = (self.ingests.clone(), self.batch.clone());
         if self.no_sweep {
             hashers.truncate(1);
             ingests.truncate(1);
@@ -96,6 +101,8 @@ impl Args {
             ingests,
             batch,
             connections,
+            search,
+            search_max: self.max_connections.max(8),
             framing: if self.json_array {
                 chronos_bench::events::Framing::JsonArray
             } else {

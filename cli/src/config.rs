@@ -57,6 +57,11 @@ pub struct IngestConfig {
     pub ack_timeout_ms: u64,
     /// Retry-After on 503 answers, seconds.
     pub retry_after_secs: u32,
+    /// Most request-body memory (received plus decompressed) one ingest
+    /// process holds at once, bytes; a body that does not fit is answered
+    /// 503 with Retry-After instead of being read. Keeps memory bounded
+    /// however many clients connect. At least max_body_bytes + max_decoded_bytes.
+    pub max_inflight_bytes: u64,
 }
 
 impl Default for IngestConfig {
@@ -72,6 +77,7 @@ impl Default for IngestConfig {
             max_events: l.max_events as u64,
             ack_timeout_ms: 30_000,
             retry_after_secs: 1,
+            max_inflight_bytes: 256 << 20,
         }
     }
 }

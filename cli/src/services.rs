@@ -50,6 +50,12 @@ impl Plan {
             ensure!((1..=max).contains(&v), "{k}: {v} is not in 1..={max}");
         }
         ensure!(i.max_event_bytes <= i.max_decoded_bytes, "ingest.max_event_bytes exceeds ingest.max_decoded_bytes");
+        ensure!(
+            i.max_inflight_bytes >= i.max_body_bytes + i.max_decoded_bytes && i.max_inflight_bytes <= 1 << 40,
+            "ingest.max_inflight_bytes: {} is not in max_body_bytes + max_decoded_bytes ({}) ..= 1 TiB",
+            i.max_inflight_bytes,
+            i.max_body_bytes + i.max_decoded_bytes
+        );
         i.listen.parse::<SocketAddr>().with_context(|| format!("ingest.listen: {:?} is not host:port", i.listen))?;
         cfg.metrics
             .listen
@@ -202,8 +208,14 @@ fn supervised() -> bool {
 
 pub fn hasher(plan: &Plan, index: u16) -> anyhow::Result<()> {
     ensure!(index < plan.topology.hashers, "--index {index}: there are {} hashers", plan.topology.hashers);
-    let settings =
-        chronos_hasher::Settings { names: plan.names.clone(), topology: plan.topology, index, hasher: plan.hasher()? };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = chronos_hasher::Settings {
+        names: plan.names.clone(),
+        topology: plan.topology,
+        index,
+        hasher: plan.hasher()?,
+        threads: (cores / usize::from(plan.topology.hashers)).max(1),
+    };
     let metrics = chronos_hasher::Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -290,6 +302,7 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
         token: token(plan)?,
         ack_timeout: Duration::from_millis(i.ack_timeout_ms),
         retry_after_secs: i.retry_after_secs,
+        max_inflight_bytes: i.max_inflight_bytes as usize,
         orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
     };
     let addr: SocketAddr = i.listen.parse()?;

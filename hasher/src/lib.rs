@@ -36,6 +36,10 @@ pub struct Settings {
     /// This hasher's index, `0..topology.hashers`.
     pub index: u16,
     pub hasher: TreeHasher,
+    /// Threads hashing one big batch's leaves: cores / hashers, at least
+    /// 1. With a hasher per core the processes are the parallelism, and a
+    /// thread pool in each would only spin for work on a busy core.
+    pub threads: usize,
 }
 
 /// Why the hasher stopped.
@@ -48,6 +52,9 @@ pub enum HasherError {
     /// The output ring is corrupt.
     #[error("output ring: {0}")]
     Push(#[from] PushError),
+    /// The operating system refused the hashing threads.
+    #[error("{0}")]
+    Threads(String),
 }
 
 /// Counters served on `/metrics`.
@@ -72,10 +79,11 @@ impl Metrics {
     }
 }
 
-/// Leaf hashes and root of a batch's events.
-pub fn hash_batch(hasher: &TreeHasher, events: &[&[u8]]) -> (Vec<Hash>, Hash) {
-    let leaves: Vec<Hash> = if events.len() >= PARALLEL_FROM {
-        events.par_iter().with_min_len(64).map(|e| hasher.leaf(e)).collect()
+/// Leaf hashes and root of a batch's events; big batches on `pool`'s
+/// threads if there is one.
+pub fn hash_batch(hasher: &TreeHasher, events: &[&[u8]], pool: Option<&rayon::ThreadPool>) -> (Vec<Hash>, Hash) {
+    let leaves: Vec<Hash> = if let Some(pool) = pool.filter(|_| events.len() >= PARALLEL_FROM) {
+        pool.install(|| events.par_iter().with_min_len(64).map(|e| hasher.leaf(e)).collect())
     } else {
         events.iter().map(|e| hasher.leaf(e)).collect()
     };
@@ -103,6 +111,16 @@ fn open(settings: &Settings) -> Result<(RingSet, Producer), RingError> {
 /// output ring stays full) and returns.
 pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<(), HasherError> {
     let (mut inputs, mut output) = open(settings)?;
+    let pool = match settings.threads {
+        0 | 1 => None,
+        n => Some(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(|i| format!("hash-{i}"))
+                .build()
+                .map_err(|e| HasherError::Threads(format!("starting {n} hashing threads: {e}")))?,
+        ),
+    };
     tracing::info!(index = settings.index, rings = inputs.rings().len(), "hasher ready");
     while !stop.load(Ordering::Relaxed) {
         if !inputs.wait(Some(Instant::now() + Duration::from_millis(200)))? {
@@ -112,7 +130,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         for rec in batch.iter() {
             match Ingest::decode(rec.tag, rec.payload) {
                 Ok(input) => {
-                    if !hash_one(settings, &input, &mut output, stop, metrics)? {
+                    if !hash_one(settings, pool.as_ref(), &input, &mut output, stop, metrics)? {
                         // Stopping with a full output ring: nothing of this
                         // poll is released, the next hasher redoes it.
                         return Ok(());
@@ -136,13 +154,14 @@ fn reject(ring_seq: u64, e: &WireError, metrics: &Metrics) {
 
 fn hash_one(
     settings: &Settings,
+    pool: Option<&rayon::ThreadPool>,
     input: &IngestRef<'_>,
     output: &mut Producer,
     stop: &AtomicBool,
     metrics: &Metrics,
 ) -> Result<bool, HasherError> {
     let events: Vec<&[u8]> = input.events().map(|e| e.bytes).collect();
-    let (leaves, root) = hash_batch(&settings.hasher, &events);
+    let (leaves, root) = hash_batch(&settings.hasher, &events, pool);
     let refs: Vec<payload::EventRef<'_>> =
         input.events().map(|e| payload::EventRef { bytes: e.bytes, claimed_time_ns: e.claimed_time_ns }).collect();
     let canonical = payload::encode(&refs);
@@ -176,9 +195,10 @@ mod tests {
     fn parallel_and_sequential_hashing_agree_with_the_tree() {
         let h = TreeHasher::unkeyed(HashAlg::Blake3);
         let owned: Vec<Vec<u8>> = (0..1000).map(|i| format!("{{\"i\":{i}}}").into_bytes()).collect();
-        for n in [1, 2, 255, 256, 257, 1000] {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        for (n, pool) in [1, 2, 255, 256, 257, 1000].into_iter().flat_map(|n| [(n, None), (n, Some(&pool))]) {
             let events: Vec<&[u8]> = owned[..n].iter().map(|e| e.as_slice()).collect();
-            let (leaves, root) = hash_batch(&h, &events);
+            let (leaves, root) = hash_batch(&h, &events, pool);
             let mut t = chronos_ledger::MemTree::new();
             for e in &events {
                 t.append(&h, h.leaf(e));

@@ -28,7 +28,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::body::{self, BodyError, Encoding, Format, Limits};
 
@@ -46,6 +46,9 @@ pub struct Settings {
     pub ack_timeout: Duration,
     /// `Retry-After` seconds on 503.
     pub retry_after_secs: u32,
+    /// Most body memory (as received plus decompressed) held at once;
+    /// a body that does not fit is answered 503 before it is read.
+    pub max_inflight_bytes: usize,
     /// The file in which the orchestrator announces (with its pid) that it
     /// restored and checked the log and is sequencing.
     pub orchestrator_ready: std::path::PathBuf,
@@ -117,6 +120,9 @@ struct Shared {
     next_ring: AtomicUsize,
     next_request: AtomicU64,
     waiters: Mutex<HashMap<u64, oneshot::Sender<Ack>>>,
+    /// Body memory (received plus decompressed) in KiB: a permit is held
+    /// from before a body is read until it is in a ring (`max_inflight_bytes`).
+    budget: Arc<Semaphore>,
     /// Last heartbeat from the vault writer, and when it arrived.
     status: Mutex<Option<(Instant, Status)>>,
     hashers_alive: AtomicBool,
@@ -153,6 +159,24 @@ fn json_error(code: StatusCode, message: &str, index: Option<usize>) -> Response
     }
     body.push('}');
     (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+}
+
+/// KiB, rounded up: the unit of the body-memory budget.
+fn kib(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// Longest a compressed body waits for room to inflate before 503.
+const INFLATE_WAIT: Duration = Duration::from_secs(1);
+
+fn overloaded(s: &Shared) -> Response {
+    unavailable(
+        s,
+        &format!(
+            "overloaded: {} MiB of request bodies are being read or decoded (ingest.max_inflight_bytes); retry",
+            s.settings.max_inflight_bytes >> 20
+        ),
+    )
 }
 
 fn unavailable(s: &Shared, message: &str) -> Response {
@@ -215,6 +239,27 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
         return r;
     }
     let limits = s.settings.limits;
+    let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let encoding = match Encoding::from_header(header_str(header::CONTENT_ENCODING).as_deref()) {
+        Ok(e) => e,
+        Err(e) => {
+            return json_error(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST),
+                &e.to_string(),
+                None,
+            );
+        }
+    };
+    let content_type = header_str(header::CONTENT_TYPE);
+    // Memory is reserved before the body is read: with too many bodies in
+    // flight the answer is 503 at once, not a growing heap.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .map_or(limits.max_body, |n| n.min(limits.max_body));
+    let Ok(mut permit) = s.budget.clone().try_acquire_many_owned(kib(declared)) else {
+        return overloaded(s);
+    };
     let raw = match axum::body::to_bytes(body, limits.max_body).await {
         Ok(b) => b,
         Err(e) => {
@@ -231,13 +276,23 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
             };
         }
     };
-    let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let encoding = header_str(header::CONTENT_ENCODING);
-    let content_type = header_str(header::CONTENT_TYPE);
+    // A body sent without Content-Length holds only what it turned out to be.
+    let surplus = kib(declared).saturating_sub(kib(raw.len()));
+    if surplus > 0 {
+        drop(permit.split(surplus as usize));
+    }
+    if encoding != Encoding::Identity {
+        // Room for the inflated body too. Waiting is bounded: the budget
+        // is held only while bodies are decoded and copied into a ring.
+        match tokio::time::timeout(INFLATE_WAIT, s.budget.clone().acquire_many_owned(kib(limits.max_decoded))).await {
+            Ok(Ok(more)) => permit.merge(more),
+            Ok(Err(_)) | Err(_) => return overloaded(s),
+        }
+    }
     // Decompressing and splitting a large body takes milliseconds: off the reactor.
     let s2 = s.clone();
     let prepared =
-        tokio::task::spawn_blocking(move || prepare(&s2, &raw, encoding.as_deref(), content_type.as_deref())).await;
+        tokio::task::spawn_blocking(move || prepare(&s2, &raw, encoding, content_type.as_deref(), permit)).await;
     let (request, rx) = match prepared {
         Ok(Ok(Prepared::Queued { request, rx })) => (request, rx),
         Ok(Ok(Prepared::Busy(msg))) => return unavailable(s, &msg),
@@ -276,9 +331,17 @@ enum Prepared {
     Busy(String),
 }
 
-fn prepare(s: &Shared, raw: &[u8], encoding: Option<&str>, content_type: Option<&str>) -> Result<Prepared, BodyError> {
+/// Decodes and splits a body and copies it into a hasher ring. `_budget`
+/// is the body's share of `max_inflight_bytes`, given back on return, when
+/// `raw` and the decoded copy are gone.
+fn prepare(
+    s: &Shared,
+    raw: &[u8],
+    encoding: Encoding,
+    content_type: Option<&str>,
+    _budget: OwnedSemaphorePermit,
+) -> Result<Prepared, BodyError> {
     let limits = &s.settings.limits;
-    let encoding = Encoding::from_header(encoding)?;
     let format = Format::from_content_type(content_type)?;
     let decoded = body::decode(encoding, raw, limits)?;
     let events = body::split(format, &decoded, limits)?;
@@ -299,8 +362,14 @@ fn prepare(s: &Shared, raw: &[u8], encoding: Option<&str>, content_type: Option<
     let n = s.producers.len();
     let start = s.next_ring.fetch_add(1, Ordering::Relaxed);
     let mut pushed = false;
-    for k in 0..n {
-        let Ok(mut p) = s.producers[(start + k) % n].try_lock() else { continue };
+    // First pass: rings nobody is writing to. Second pass: wait for the
+    // rings that were only busy (another request copying its body in, tens
+    // of microseconds); a ring is "full" only if it has no room, never
+    // because it was locked (that answered 503 under plain concurrency).
+    for k in 0..2 * n {
+        let m = &s.producers[(start + k) % n];
+        let guard = if k < n { m.try_lock().ok() } else { m.lock().ok() };
+        let Some(mut p) = guard else { continue };
         match p.try_reserve(tag::INGEST, len) {
             Ok(mut grant) => {
                 Ingest::encode(grant.payload_mut(), reply, &key, &metas);
@@ -417,12 +486,14 @@ pub async fn serve(
     // meant for a predecessor in this slot never match a new request.
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ (u64::from(std::process::id()) << 40);
+    let budget = Arc::new(Semaphore::new(kib(settings.max_inflight_bytes) as usize));
     let shared = Arc::new(Shared {
         settings,
         producers,
         next_ring: AtomicUsize::new(0),
         next_request: AtomicU64::new(seed),
         waiters: Mutex::new(HashMap::new()),
+        budget,
         status: Mutex::new(None),
         hashers_alive: AtomicBool::new(false),
         orchestrator_ready: AtomicBool::new(false),
