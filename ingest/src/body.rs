@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::io::Read;
 
-use serde::de::{Deserializer as _, SeqAccess, Visitor};
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use sha2::{Digest as _, Sha256};
 
@@ -218,14 +218,17 @@ pub struct Event<'a> {
 
 /// Splits a decoded body into events (see the module docs).
 pub fn split<'a>(format: Option<Format>, body: &'a [u8], limits: &Limits) -> Result<Vec<Event<'a>>, BodyError> {
-    let raw = match format.unwrap_or_else(|| Format::sniff(body)) {
-        Format::JsonArray => split_array(body, limits)?,
+    let events = match format.unwrap_or_else(|| Format::sniff(body)) {
+        Format::JsonArray => split_array(body, limits)?
+            .into_iter()
+            .map(|bytes| Event { bytes, claimed_time_ns: claimed_time(bytes) })
+            .collect(),
         Format::Ndjson => split_ndjson(body, limits)?,
     };
-    if raw.is_empty() {
+    if events.is_empty() {
         return Err(BodyError::Empty);
     }
-    Ok(raw.into_iter().map(|bytes| Event { bytes, claimed_time_ns: claimed_time(bytes) }).collect())
+    Ok(events)
 }
 
 fn check_event(index: usize, bytes: &[u8], limits: &Limits) -> Result<(), BodyError> {
@@ -296,7 +299,7 @@ fn body_starts_array(body: &[u8]) -> bool {
     body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[')
 }
 
-fn split_ndjson<'a>(body: &'a [u8], limits: &Limits) -> Result<Vec<&'a [u8]>, BodyError> {
+fn split_ndjson<'a>(body: &'a [u8], limits: &Limits) -> Result<Vec<Event<'a>>, BodyError> {
     let body = body.strip_suffix(b"\n").unwrap_or(body);
     if body.is_empty() {
         return Ok(Vec::new());
@@ -311,11 +314,119 @@ fn split_ndjson<'a>(body: &'a [u8], limits: &Limits) -> Result<Vec<&'a [u8]>, Bo
             return Err(BodyError::Event { index, reason: "empty event (blank line)".into() });
         }
         check_event(index, bytes, limits)?;
-        // Validates the whole line as one JSON value (UTF-8 included).
-        serde_json::from_slice::<&RawValue>(bytes).map_err(|e| BodyError::Event { index, reason: json_reason(&e) })?;
-        out.push(bytes);
+        // One pass validates the line as one JSON object and finds its
+        // claimed time (validating, then parsing again for the time, was a
+        // sixth of ingest's CPU).
+        let claimed_time_ns = probe(bytes).map_err(|reason| BodyError::Event { index, reason })?;
+        out.push(Event { bytes, claimed_time_ns });
     }
     Ok(out)
+}
+
+/// Validates `event` (which starts with `{`) as exactly one JSON object,
+/// UTF-8 throughout, and returns its claimed time: the top-level
+/// `timestamp` member if it is an RFC 3339 string and appears only once.
+fn probe(event: &[u8]) -> Result<Option<i64>, String> {
+    // serde_json checks UTF-8 only in strings it returns, not in those it
+    // skips: the whole event is checked here first.
+    std::str::from_utf8(event).map_err(|e| format!("not valid UTF-8 ({e})"))?;
+    let mut de = serde_json::Deserializer::from_slice(event);
+    let t = de.deserialize_map(Probe).map_err(|e| json_reason(&e))?;
+    de.end().map_err(|e| json_reason(&e))?;
+    Ok(t)
+}
+
+/// Visits an event's members, keeping the `timestamp` one.
+struct Probe;
+
+impl<'de> Visitor<'de> for Probe {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<i64>, A::Error> {
+        // None: not seen; Some(t): seen once; a second one makes it ambiguous.
+        let mut seen: Option<Option<i64>> = None;
+        let mut twice = false;
+        while let Some(IsTimestamp(is)) = map.next_key()? {
+            if is && seen.is_none() {
+                seen = Some(map.next_value::<TimeValue>()?.0);
+            } else {
+                twice |= is;
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(if twice { None } else { seen.flatten() })
+    }
+}
+
+/// A member name: whether it is `timestamp`.
+struct IsTimestamp(bool);
+
+impl<'de> Deserialize<'de> for IsTimestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = IsTimestamp;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<IsTimestamp, E> {
+                Ok(IsTimestamp(s == "timestamp"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A member's value: its time if it is an RFC 3339 string, else nothing
+/// (any other JSON value is skipped, fully checked).
+struct TimeValue(Option<i64>);
+
+impl<'de> Deserialize<'de> for TimeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TimeValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<TimeValue, E> {
+                Ok(TimeValue(rfc3339_ns(s)))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<TimeValue, E> {
+                Ok(TimeValue(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<TimeValue, E> {
+                Ok(TimeValue(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<TimeValue, E> {
+                Ok(TimeValue(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<TimeValue, E> {
+                Ok(TimeValue(None))
+            }
+            fn visit_unit<E>(self) -> Result<TimeValue, E> {
+                Ok(TimeValue(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TimeValue, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(TimeValue(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TimeValue, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(TimeValue(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn rfc3339_ns(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos()).ok()
 }
 
 /// serde_json's message, with invalid UTF-8 called by its name.
@@ -324,21 +435,10 @@ fn json_reason(e: &serde_json::Error) -> String {
     if msg.contains("invalid unicode code point") { format!("not valid UTF-8 ({msg})") } else { msg }
 }
 
-/// The event's `timestamp` field as RFC 3339, in ns since the epoch.
+/// The claimed time of an array element (see [`probe`]). The elements
+/// are validated already; this parses them once more for the time.
 fn claimed_time(event: &[u8]) -> Option<i64> {
-    // Cheap filter before a second parse: most events are skipped here.
-    const KEY: &[u8] = b"\"timestamp\"";
-    if !event.windows(KEY.len()).any(|w| w == KEY) {
-        return None;
-    }
-    #[derive(serde::Deserialize)]
-    struct Ts<'a> {
-        #[serde(borrow)]
-        timestamp: Option<Cow<'a, str>>,
-    }
-    let ts: Ts<'_> = serde_json::from_slice(event).ok()?;
-    let t = time::OffsetDateTime::parse(ts.timestamp?.as_ref(), &time::format_description::well_known::Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos()).ok()
+    probe(event).ok().flatten()
 }
 
 /// The idempotency key of a request: SHA-256 of its decoded body. A client

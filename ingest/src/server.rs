@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chronos_ipc::{Consumer, Producer, PushError, RingError, ring};
 use chronos_wire::{Ack, EventMeta, Ingest, Reply, RingNames, Status, Topology, tag};
+use futures_util::StreamExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -49,6 +50,8 @@ pub struct Settings {
     /// Most body memory (as received plus decompressed) held at once;
     /// a body that does not fit is answered 503 before it is read.
     pub max_inflight_bytes: usize,
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// The file in which the orchestrator announces (with its pid) that it
     /// restored and checked the log and is sequencing.
     pub orchestrator_ready: std::path::PathBuf,
@@ -161,6 +164,14 @@ fn json_error(code: StatusCode, message: &str, index: Option<usize>) -> Response
     (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
+const RINGS_FULL: &str = "overloaded: every hasher ring is full";
+
+/// Whether some hasher ring may have room for `len` bytes (a ring being
+/// written to right now counts as maybe).
+fn room_for(s: &Shared, len: usize) -> bool {
+    s.producers.iter().any(|m| m.try_lock().map_or(true, |p| p.free_bytes() >= len as u64))
+}
+
 /// KiB, rounded up: the unit of the body-memory budget.
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
@@ -260,21 +271,15 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     let Ok(mut permit) = s.budget.clone().try_acquire_many_owned(kib(declared)) else {
         return overloaded(s);
     };
-    let raw = match axum::body::to_bytes(body, limits.max_body).await {
+    // Under overload, refuse before reading and parsing a body that cannot
+    // fit any ring (its record is at least as long as the body); parsing
+    // bodies only to refuse them took the CPU the pipeline needed.
+    if !room_for(s, declared) {
+        return unavailable(s, RINGS_FULL);
+    }
+    let raw = match read_body(body, declared, limits.max_body).await {
         Ok(b) => b,
-        Err(e) => {
-            let inner = e.into_inner();
-            let too_large = inner.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-            return if too_large {
-                json_error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("body exceeds the limit of {} bytes", limits.max_body),
-                    None,
-                )
-            } else {
-                json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {inner}"), None)
-            };
-        }
+        Err(r) => return r,
     };
     // A body sent without Content-Length holds only what it turned out to be.
     let surplus = kib(declared).saturating_sub(kib(raw.len()));
@@ -329,6 +334,25 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
 enum Prepared {
     Queued { request: u64, rx: oneshot::Receiver<Ack> },
     Busy(String),
+}
+
+/// Reads a body into one buffer of the declared size (collecting frames
+/// and then joining them held the body twice), refusing it past `max`.
+async fn read_body(body: Body, declared: usize, max: usize) -> Result<Vec<u8>, Response> {
+    let mut stream = body.into_data_stream();
+    let mut raw = Vec::with_capacity(declared);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| json_error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}"), None))?;
+        if raw.len() + chunk.len() > max {
+            return Err(json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body exceeds the limit of {max} bytes"),
+                None,
+            ));
+        }
+        raw.extend_from_slice(&chunk);
+    }
+    Ok(raw)
 }
 
 /// Decodes and splits a body and copies it into a hasher ring. `_budget`
@@ -388,7 +412,7 @@ fn prepare(
         if let Ok(mut w) = s.waiters.lock() {
             w.remove(&request);
         }
-        return Ok(Prepared::Busy("overloaded: every hasher ring is full".into()));
+        return Ok(Prepared::Busy(RINGS_FULL.into()));
     }
     s.metrics.bytes.inc_by(decoded.len() as u64);
     Ok(Prepared::Queued { request, rx })
@@ -519,13 +543,46 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut listener =
+        crate::limit::Limited::new(tokio::net::TcpListener::from_std(listener)?, shared.settings.max_connections);
     tracing::info!(addr = %listener.local_addr()?, slot = shared.settings.slot, "ingest listening");
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // HTTP/1.1 (and HTTP/2 with prior knowledge) as axum::serve would, but
+    // with a smaller read buffer per connection (hyper's default grows to
+    // 400 KiB, which held most of ingest's memory under overload) and
+    // idle connections closed, so they do not keep a connection slot.
+    let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    http.http1().max_buf_size(READ_BUFFER).timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let conn = tokio::select! {
+            c = listener.accept() => c,
+            () = &mut shutdown => break,
+        };
+        let c = http.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(conn), service.clone()).into_owned();
+        let c = graceful.watch(c);
+        tokio::spawn(async move {
+            if let Err(e) = c.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    // Requests in flight finish (their answers wait for commits); idle
+    // connections close at once.
+    graceful.shutdown().await;
     stop.store(true, Ordering::Relaxed);
     let _ = ack_thread.join();
-    served.map_err(ServerError::Io)
+    Ok(())
 }
+
+/// Largest read buffer of one connection: bodies arrive in pieces of at
+/// most this much (hyper's default is 400 KiB).
+const READ_BUFFER: usize = 64 << 10;
+
+/// A connection that sends no request headers for this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]
 mod tests {

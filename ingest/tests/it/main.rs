@@ -48,6 +48,39 @@ fn the_original_chronos_format_and_claimed_times() {
 }
 
 #[test]
+fn ndjson_and_arrays_claim_the_same_times_from_one_top_level_member() {
+    let events: [&[u8]; 8] = [
+        br#"{"timestamp": "2026-03-17T08:04:53.131Z", "message": "first"}"#,
+        br#"{"message": "last", "timestamp": "2026-03-17T10:04:54.222+02:00"}"#,
+        br#"{"nested": {"timestamp": "2026-03-17T08:04:53Z"}, "message": "only nested"}"#,
+        br#"{"timestamp": "2026-03-17T08:04:53Z", "timestamp": "2026-03-17T09:00:00Z"}"#,
+        br#"{"time\u0073tamp": "2026-03-17T08:04:53Z"}"#,
+        br#"{"timestamp": null, "list": [1, {"timestamp": "2026-03-17T08:04:53Z"}]}"#,
+        br#"{"timestamp": {"seconds": 1}}"#,
+        br#"{"message": "\u00e9t\u00e9 \"timestamp\""}"#,
+    ];
+    let want = [
+        Some(1_773_734_693_131_000_000),
+        Some(1_773_734_694_222_000_000),
+        None,
+        None,
+        Some(1_773_734_693_000_000_000),
+        None,
+        None,
+        None,
+    ];
+    let ndjson = events.join(&b'\n');
+    let array = [&b"["[..], &events.join(&b','), b"]"].concat();
+    for (format, body) in [(Format::Ndjson, ndjson), (Format::JsonArray, array)] {
+        let ev = body::split(Some(format), &body, &Limits::default()).unwrap();
+        let times: Vec<_> = ev.iter().map(|e| e.claimed_time_ns).collect();
+        assert_eq!(times, want, "{format:?}");
+        let bytes: Vec<&[u8]> = ev.iter().map(|e| e.bytes).collect();
+        assert_eq!(bytes, events, "{format:?}");
+    }
+}
+
+#[test]
 fn without_a_content_type_the_body_decides() {
     assert_eq!(events(None, b"  [{\"a\":1}]").len(), 1);
     assert_eq!(events(None, b"{\"a\":1}\n{\"a\":2}").len(), 2);
