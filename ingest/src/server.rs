@@ -27,6 +27,7 @@ use futures_util::StreamExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
@@ -81,6 +82,7 @@ pub struct Metrics {
     events: Counter,
     bytes: Counter,
     ack_seconds: Histogram,
+    inflight_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +92,7 @@ impl Default for Metrics {
             events: Counter::default(),
             bytes: Counter::default(),
             ack_seconds: Histogram::new([0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
+            inflight_bytes: Gauge::default(),
         }
     }
 }
@@ -98,6 +101,11 @@ impl Metrics {
     pub fn register(&self, r: &mut Registry) {
         r.register("chronos_ingest_responses", "POST /ingest answers by status code", self.responses.clone());
         r.register("chronos_ingest_events", "Events acknowledged (committed)", self.events.clone());
+        r.register(
+            "chronos_ingest_inflight_bytes",
+            "Body memory reserved now (ingest.max_inflight_bytes is the most), KiB granularity",
+            self.inflight_bytes.clone(),
+        );
         r.register("chronos_ingest_event_bytes", "Event bytes acknowledged", self.bytes.clone());
         r.register("chronos_ingest_ack_seconds", "Time from a body's arrival to its commit", self.ack_seconds.clone());
     }
@@ -426,6 +434,8 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
+    let total = kib(s.settings.max_inflight_bytes) as usize;
+    s.metrics.inflight_bytes.set((total.saturating_sub(s.budget.available_permits()) as i64) * 1024);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();

@@ -149,6 +149,10 @@ impl Stack {
         http(&self.addr, "POST", "/ingest", headers, body).unwrap()
     }
 
+    pub fn get(&self, path: &str) -> Reply {
+        http(&self.addr, "GET", path, &[], b"").unwrap()
+    }
+
     pub fn pid(&self, name: &str) -> i32 {
         std::fs::read_to_string(self.data().join("run").join(format!("{name}.pid"))).unwrap().trim().parse().unwrap()
     }
@@ -703,6 +707,101 @@ fn a_stalled_pipeline_answers_503_with_retry_after_and_loses_nothing() {
         };
         acked.push((json_u64(&answer.body, "first_leaf"), events));
     }
+    s.stop();
+    let stored = s.check_ledger();
+    check_acked(&stored, &acked);
+}
+
+/// Sends a request's headers and the first `part` bytes of its body, and
+/// leaves the rest for later: the server holds what it reserved meanwhile.
+fn partial_post(addr: &str, body: &[u8], part: usize) -> TcpStream {
+    let mut c = TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /ingest HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&body[..part]).unwrap();
+    c
+}
+
+fn finish_post(mut c: TcpStream, body: &[u8], part: usize) -> Reply {
+    c.write_all(&body[part..]).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Reply { status, headers: HashMap::new(), body: text.split_once("\r\n\r\n").map_or("", |p| p.1).to_owned() }
+}
+
+fn metric(s: &Stack, name: &str) -> u64 {
+    let m = s.get("/metrics");
+    m.body
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics:\n{}", m.body)) as u64
+}
+
+#[test]
+fn ingest_memory_is_bounded_by_its_body_budget_and_connection_cap() {
+    // The smallest budget allowed: one body of each kind, 128 KiB.
+    let mut s = Stack::start(&[
+        ("CHRONOS_INGEST_MAX_BODY_BYTES", "65536"),
+        ("CHRONOS_INGEST_MAX_DECODED_BYTES", "65536"),
+        ("CHRONOS_INGEST_MAX_EVENT_BYTES", "16384"),
+        ("CHRONOS_INGEST_MAX_INFLIGHT_BYTES", "131072"),
+        ("CHRONOS_INGEST_MAX_CONNECTIONS", "4"),
+    ]);
+    let bodies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = (0..3)
+        .map(|b| {
+            let events: Vec<Vec<u8>> =
+                (0..5).map(|i| format!("{{\"id\":\"b{b}-{i}\",\"pad\":\"{}\"}}", "p".repeat(11_900)).into_bytes()).collect();
+            let body: Vec<u8> = events.iter().flat_map(|e| e.iter().copied().chain([b'\n'])).collect();
+            assert!(body.len() > 50_000 && body.len() < 65_536);
+            (body, events)
+        })
+        .collect();
+    // Two bodies half sent: their declared sizes are reserved before they are read.
+    let a = partial_post(&s.addr, &bodies[0].0, 1000);
+    let b = partial_post(&s.addr, &bodies[1].0, 1000);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&s, "chronos_ingest_inflight_bytes") < 2 * 59 * 1024 {
+        assert!(Instant::now() < deadline, "the two bodies never reserved their room");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A third does not fit: refused at once, unread, with Retry-After.
+    let c = s.post(&bodies[2].0, &[("content-type", "application/x-ndjson")]);
+    assert_eq!(c.status, 503, "{}", c.body);
+    assert!(c.body.contains("ingest.max_inflight_bytes"), "{}", c.body);
+    assert_eq!(c.headers.get("retry-after").map(String::as_str), Some("1"));
+    // The first two complete; then the third fits.
+    let mut acked = Vec::new();
+    for (conn, (body, events)) in [(a, &bodies[0]), (b, &bodies[1])] {
+        let r = finish_post(conn, body, 1000);
+        assert_eq!(r.status, 200, "{}", r.body);
+        acked.push((json_u64(&r.body, "first_leaf"), events.clone()));
+    }
+    let c = s.post(&bodies[2].0, &[("content-type", "application/x-ndjson")]);
+    assert_eq!(c.status, 200, "{}", c.body);
+    acked.push((json_u64(&c.body, "first_leaf"), bodies[2].1.clone()));
+    assert_eq!(metric(&s, "chronos_ingest_inflight_bytes"), 0);
+
+    // Four idle connections take every slot: a fifth client connects (the
+    // kernel's backlog) but is not served until one of them closes.
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&s.addr).unwrap()).collect();
+    let mut fifth = TcpStream::connect(&s.addr).unwrap();
+    fifth.write_all(format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", s.addr).as_bytes()).unwrap();
+    fifth.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 256];
+    let early = fifth.read(&mut buf);
+    assert!(early.is_err(), "served beyond the cap: {:?}", early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()));
+    drop(idle);
+    fifth.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut raw = Vec::new();
+    fifth.read_to_end(&mut raw).unwrap();
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+
     s.stop();
     let stored = s.check_ledger();
     check_acked(&stored, &acked);
