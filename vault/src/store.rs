@@ -18,7 +18,7 @@ use chronos_ledger::tree::NodeId;
 use chronos_ledger::{BatchHeader, Hash, TreeHasher, tree};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::{Client, Statement, ToStatement, Transaction};
 
 use chronos_ledger::payload::{self, CODEC_ZSTD_V1, EventRef};
 
@@ -98,12 +98,43 @@ pub struct Vault {
     client: Client,
     /// Partitions of `logs` are known to exist below this leaf index.
     partitions_upto: u64,
+    /// The commit's statements, prepared once per connection: a statement
+    /// given as text is parsed anew each time, one more round trip each.
+    statements: Option<Statements>,
+}
+
+/// Prepared statements of [`Vault::commit`].
+#[derive(Debug, Clone)]
+pub(crate) struct Statements {
+    copy_batches: Statement,
+    copy_logs: Statement,
+    keys: Statement,
+    pub(crate) tile_update: Statement,
+    pub(crate) tile_insert: Statement,
+}
+
+const COPY_BATCHES: &str = "COPY batches (seq, first_leaf, leaf_count, root, chain, time_ns, uncertainty_ns, \
+                            time_source, payload_codec, payload) FROM STDIN BINARY";
+const COPY_LOGS: &str = "COPY logs (leaf_index, batch_seq, claimed_time, leaf_hash, event) FROM STDIN BINARY";
+const INSERT_KEYS: &str = "INSERT INTO ingest_keys (key, seq) SELECT * FROM unnest($1::bytea[], $2::bigint[]) \
+                           ON CONFLICT (key) DO UPDATE SET seq = EXCLUDED.seq, received_at = now()";
+
+impl Statements {
+    async fn prepare(client: &Client) -> Result<Statements, VaultError> {
+        Ok(Statements {
+            copy_batches: client.prepare(COPY_BATCHES).await?,
+            copy_logs: client.prepare(COPY_LOGS).await?,
+            keys: client.prepare(INSERT_KEYS).await?,
+            tile_update: client.prepare(crate::tiles::UPDATE).await?,
+            tile_insert: client.prepare(crate::tiles::INSERT).await?,
+        })
+    }
 }
 
 impl Vault {
     /// Wraps a connection whose schema is migrated.
     pub fn new(client: Client) -> Vault {
-        Vault { client, partitions_upto: 0 }
+        Vault { client, partitions_upto: 0, statements: None }
     }
 
     /// The connection.
@@ -265,12 +296,16 @@ impl Vault {
     ) -> Result<(), VaultError> {
         let Some(last) = batches.last() else { return Ok(()) };
         let end = last.header.end_leaf().ok_or_else(|| VaultError::Range("leaf index overflow".into()))?;
+        let st = match &self.statements {
+            Some(st) => st.clone(),
+            None => self.statements.insert(Statements::prepare(&self.client).await?).clone(),
+        };
         let tx = self.client.transaction().await?;
         let upto = ensure_partitions(&tx, self.partitions_upto, end).await?;
-        copy_batches(&tx, batches).await?;
-        copy_logs(&tx, batches.iter().flat_map(|b| rows_of(b))).await?;
-        crate::tiles::append(&tx, tile_nodes).await?;
-        insert_keys(&tx, batches).await?;
+        copy_batches(&tx, &st.copy_batches, batches).await?;
+        copy_logs(&tx, &st.copy_logs, batches.iter().flat_map(|b| rows_of(b))).await?;
+        crate::tiles::append(&tx, &st, tile_nodes).await?;
+        insert_keys(&tx, &st.keys, batches).await?;
         // If we crash here, before the commit, PostgreSQL discards all of it;
         // the caller has acknowledged nothing yet and sends it again.
         tx.commit().await?;
@@ -353,7 +388,7 @@ impl Vault {
                     event: &e.bytes,
                 })
             });
-            copy_logs(&tx, rows).await?;
+            copy_logs(&tx, COPY_LOGS, rows).await?;
             tx.commit().await?;
             done.batches_done += chunk.len() as u64;
             done.leaves_done += chunk.iter().map(|c| c.2.len() as u64).sum::<u64>();
@@ -380,15 +415,14 @@ async fn ensure_partitions(tx: &Transaction<'_>, known: u64, end: u64) -> Result
 /// Remembers the batches' idempotency keys. A key already present (its
 /// window passed in the sequencer's memory, but not yet pruned here) now
 /// names the newer batch.
-async fn insert_keys(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
+async fn insert_keys(tx: &Transaction<'_>, sql: &Statement, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
     let (keys, seqs): (Vec<&[u8]>, Vec<i64>) =
         batches.iter().filter_map(|b| b.key.as_ref().map(|k| (k.as_slice(), b.header.seq as i64))).unzip();
     if keys.is_empty() {
         return Ok(());
     }
     tx.execute(
-        "INSERT INTO ingest_keys (key, seq) SELECT * FROM unnest($1::bytea[], $2::bigint[]) \
-         ON CONFLICT (key) DO UPDATE SET seq = EXCLUDED.seq, received_at = now()",
+        sql,
         &[&keys, &seqs],
     )
     .await?;
@@ -414,13 +448,8 @@ fn rows_of<'a>(b: &'a BatchRecord<'a>) -> impl Iterator<Item = LogRow<'a>> + 'a 
     })
 }
 
-async fn copy_batches(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
-    let sink = tx
-        .copy_in(
-            "COPY batches (seq, first_leaf, leaf_count, root, chain, time_ns, uncertainty_ns, time_source, \
-             payload_codec, payload) FROM STDIN BINARY",
-        )
-        .await?;
+async fn copy_batches(tx: &Transaction<'_>, sql: &Statement, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
+    let sink = tx.copy_in(sql).await?;
     let types = [
         Type::INT8,
         Type::INT8,
@@ -511,10 +540,12 @@ fn encode_log_row(buf: &mut BytesMut, r: &LogRow<'_>) {
     buf.put_slice(r.event);
 }
 
-async fn copy_logs<'a>(tx: &Transaction<'_>, rows: impl Iterator<Item = LogRow<'a>>) -> Result<(), VaultError> {
-    let sink = tx
-        .copy_in::<_, Bytes>("COPY logs (leaf_index, batch_seq, claimed_time, leaf_hash, event) FROM STDIN BINARY")
-        .await?;
+async fn copy_logs<'a, T: ToStatement + ?Sized>(
+    tx: &Transaction<'_>,
+    sql: &T,
+    rows: impl Iterator<Item = LogRow<'a>>,
+) -> Result<(), VaultError> {
+    let sink = tx.copy_in::<T, Bytes>(sql).await?;
     let mut sink = pin!(sink);
     let mut buf = BytesMut::with_capacity(COPY_CHUNK + (64 << 10));
     buf.put_slice(COPY_HEADER);

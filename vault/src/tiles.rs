@@ -24,11 +24,22 @@ pub fn is_stored(id: NodeId) -> bool {
     id.level.is_multiple_of(8)
 }
 
+/// Extends a tile continued from an earlier commit.
+pub(crate) const UPDATE: &str =
+    "UPDATE tiles SET width = width + $3, hashes = hashes || $4 WHERE level = $1 AND idx = $2 AND width = $5";
+/// Inserts the tiles that start in this commit.
+pub(crate) const INSERT: &str = "INSERT INTO tiles (level, idx, width, hashes) \
+     SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::smallint[], $4::bytea[]) ON CONFLICT DO NOTHING";
+
 /// Appends newly completed nodes (all on stored levels, in the order the
 /// compact range completed them) to their tiles. Each tile must grow from
 /// exactly its stored width: anything else means the tiles and the tree
 /// disagree, and nothing is written.
-pub(crate) async fn append(tx: &Transaction<'_>, nodes: &[(NodeId, Hash)]) -> Result<(), VaultError> {
+pub(crate) async fn append(
+    tx: &Transaction<'_>,
+    st: &crate::store::Statements,
+    nodes: &[(NodeId, Hash)],
+) -> Result<(), VaultError> {
     // (tile level, tile index) -> (first position, hashes)
     let mut groups: BTreeMap<(i16, i64), (u64, Vec<u8>)> = BTreeMap::new();
     for (id, h) in nodes {
@@ -60,10 +71,7 @@ pub(crate) async fn append(tx: &Transaction<'_>, nodes: &[(NodeId, Hash)]) -> Re
         }
         let start = start as i16;
         let n = tx
-            .execute(
-                "UPDATE tiles SET width = width + $3, hashes = hashes || $4 WHERE level = $1 AND idx = $2 AND width = $5",
-                &[&level, &idx, &added, &hashes, &start],
-            )
+            .execute(&st.tile_update, &[&level, &idx, &added, &hashes, &start])
             .await?;
         if n != 1 {
             return Err(VaultError::Corrupt {
@@ -74,11 +82,7 @@ pub(crate) async fn append(tx: &Transaction<'_>, nodes: &[(NodeId, Hash)]) -> Re
     }
     if !levels.is_empty() {
         let n = tx
-            .execute(
-                "INSERT INTO tiles (level, idx, width, hashes) \
-                 SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::smallint[], $4::bytea[]) ON CONFLICT DO NOTHING",
-                &[&levels, &idxs, &widths, &blobs],
-            )
+            .execute(&st.tile_insert, &[&levels, &idxs, &widths, &blobs])
             .await?;
         if n != levels.len() as u64 {
             return Err(VaultError::Corrupt {
