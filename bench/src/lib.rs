@@ -30,6 +30,10 @@ use crate::events::{Corpus, Framing};
 use crate::load::{Pace, Run, Shape, Target};
 use crate::procs::{Members, Sampler, Usage};
 
+/// The harness's own process in the CPU and memory table: it renders and
+/// sends the load, and holds the rows of the raw COPY (up to ~0.7 GB).
+pub const LOAD_GENERATOR: &str = "chronos bench (load generator, raw COPY rows)";
+
 /// Why a benchmark run failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -81,9 +85,9 @@ pub struct Options {
     pub batch: Vec<usize>,
     pub connections: Vec<usize>,
     /// Find the maximum load by doubling the connections from
-    /// `connections[0]` up to `search_max` while throughput still grows by
-    /// 5% a step (as Vector's adaptive concurrency does), instead of taking
-    /// `connections[0]` as given.
+    /// `connections[0]` up to `search_max` until two steps in a row fail to
+    /// beat the best by 5% (as Vector's adaptive concurrency grows while it
+    /// pays), instead of taking `connections[0]` as given.
     pub search: bool,
     pub search_max: usize,
     pub framing: Framing,
@@ -189,19 +193,22 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
 
     let mut search = Vec::new();
     let c0 = if o.search {
+        // A step that does not beat the best by 5% may be noise: the search
+        // ends after two such steps in a row.
         let mut c = c0;
         let mut best = (c0, 0.0f64);
+        let mut flat = 0;
         loop {
             let p = phase(&format!("finding max load: {c} connections"), &stack, h0, i0, shape(b0, c), Pace::Max)?;
             let rate = p.run.events_per_sec();
             search.push(p);
             if rate > best.1 * 1.05 {
-                best = (c, rate.max(best.1));
+                best = (c, rate);
+                flat = 0;
             } else {
-                best.1 = best.1.max(rate);
-                break;
+                flat += 1;
             }
-            if c * 2 > o.search_max {
+            if flat == 2 || c * 2 > o.search_max {
                 break;
             }
             c *= 2;
@@ -221,6 +228,8 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
         let max = phase(&format!("max load ({} of {n})", k + 1), &stack, h0, i0, shape(b0, c0), Pace::Max)?;
         let (lo, hi) =
             max.run.window_leaves().ok_or_else(|| BenchError::Lost("no body acknowledged at max load".into()))?;
+        // The raw COPY holds its rows in memory: the newest of the window, at most 2 M.
+        let lo = lo.max(hi.saturating_sub(limits::MAX_COPY_ROWS));
         say(&format!("raw binary COPY of the same {} rows, best of 3", hi - lo));
         let copy = rt.block_on(limits::raw_copy(&stack.database_url, lo, hi, 3))?;
         let ratio = max.run.events_per_sec() / copy.logs.events;
@@ -292,7 +301,7 @@ async fn measure(
 ) -> Result<(Run, std::collections::BTreeMap<String, Usage>), BenchError> {
     let target = Target { addr: stack.addr, token: stack.token.clone() };
     let mut groups = stack.processes.clone();
-    groups.push(("load generator".into(), Members::Pid(std::process::id() as i32)));
+    groups.push((LOAD_GENERATOR.into(), Members::Pid(std::process::id() as i32)));
     let (warmup, duration) = (o.warmup, o.duration);
     let sampling = async move {
         tokio::time::sleep(warmup).await;

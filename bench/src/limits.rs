@@ -34,6 +34,9 @@ fn median_of(reps: usize, mut f: impl FnMut() -> Rate) -> Rate {
     v[v.len() / 2]
 }
 
+/// Most rows the raw COPY copies (it holds them in memory, ~0.7 GB).
+pub const MAX_COPY_ROWS: u64 = 2_000_000;
+
 /// Schema the raw COPY's tables live in, dropped at the end.
 pub const SCRATCH_SCHEMA: &str = "chronos_bench";
 

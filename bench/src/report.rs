@@ -75,7 +75,7 @@ pub fn hasher_rate(p: &Phase) -> f64 {
 fn chronos_private_mib(p: &Phase) -> f64 {
     p.usage
         .iter()
-        .filter(|(k, _)| !k.starts_with("postgres") && k.as_str() != "load generator")
+        .filter(|(k, _)| !k.starts_with("postgres") && k.as_str() != crate::LOAD_GENERATOR)
         .map(|(_, u)| u.peak.private_kb as f64 / 1024.0)
         .sum()
 }
@@ -223,7 +223,7 @@ pub fn markdown(r: &Results, cx: &Context) -> String {
     if !r.search.is_empty() {
         let _ = writeln!(
             o,
-            "\nFinding the maximum load (closed loop; connections doubled while throughput grew by 5% or more):\n\n\
+            "\nFinding the maximum load (closed loop; connections doubled until two steps in a row did not beat the best by 5%):\n\n\
              | connections | logs/s | MB/s | p50 / p99 ms | 503s | CPU cores used |\n|---|---|---|---|---|---|"
         );
         for p in &r.search {

@@ -421,11 +421,7 @@ async fn insert_keys(tx: &Transaction<'_>, sql: &Statement, batches: &[BatchReco
     if keys.is_empty() {
         return Ok(());
     }
-    tx.execute(
-        sql,
-        &[&keys, &seqs],
-    )
-    .await?;
+    tx.execute(sql, &[&keys, &seqs]).await?;
     Ok(())
 }
 

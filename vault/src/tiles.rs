@@ -70,9 +70,7 @@ pub(crate) async fn append(
             continue;
         }
         let start = start as i16;
-        let n = tx
-            .execute(&st.tile_update, &[&level, &idx, &added, &hashes, &start])
-            .await?;
+        let n = tx.execute(&st.tile_update, &[&level, &idx, &added, &hashes, &start]).await?;
         if n != 1 {
             return Err(VaultError::Corrupt {
                 seq: 0,
@@ -81,9 +79,7 @@ pub(crate) async fn append(
         }
     }
     if !levels.is_empty() {
-        let n = tx
-            .execute(&st.tile_insert, &[&levels, &idxs, &widths, &blobs])
-            .await?;
+        let n = tx.execute(&st.tile_insert, &[&levels, &idxs, &widths, &blobs]).await?;
         if n != levels.len() as u64 {
             return Err(VaultError::Corrupt {
                 seq: 0,

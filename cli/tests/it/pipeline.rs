@@ -755,8 +755,9 @@ fn ingest_memory_is_bounded_by_its_body_budget_and_connection_cap() {
     ]);
     let bodies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = (0..3)
         .map(|b| {
-            let events: Vec<Vec<u8>> =
-                (0..5).map(|i| format!("{{\"id\":\"b{b}-{i}\",\"pad\":\"{}\"}}", "p".repeat(11_900)).into_bytes()).collect();
+            let events: Vec<Vec<u8>> = (0..5)
+                .map(|i| format!("{{\"id\":\"b{b}-{i}\",\"pad\":\"{}\"}}", "p".repeat(11_900)).into_bytes())
+                .collect();
             let body: Vec<u8> = events.iter().flat_map(|e| e.iter().copied().chain([b'\n'])).collect();
             assert!(body.len() > 50_000 && body.len() < 65_536);
             (body, events)
@@ -791,11 +792,17 @@ fn ingest_memory_is_bounded_by_its_body_budget_and_connection_cap() {
     // kernel's backlog) but is not served until one of them closes.
     let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&s.addr).unwrap()).collect();
     let mut fifth = TcpStream::connect(&s.addr).unwrap();
-    fifth.write_all(format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", s.addr).as_bytes()).unwrap();
+    fifth
+        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", s.addr).as_bytes())
+        .unwrap();
     fifth.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mut buf = [0u8; 256];
     let early = fifth.read(&mut buf);
-    assert!(early.is_err(), "served beyond the cap: {:?}", early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned()));
+    assert!(
+        early.is_err(),
+        "served beyond the cap: {:?}",
+        early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
     drop(idle);
     fifth.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut raw = Vec::new();
