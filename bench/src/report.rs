@@ -34,7 +34,7 @@ fn ms(d: std::time::Duration) -> String {
 }
 
 fn pct(x: f64) -> String {
-    format!("{:.0}%", x * 100.0)
+    format!("{:.1}%", x * 100.0)
 }
 
 fn verdict(ok: bool) -> &'static str {

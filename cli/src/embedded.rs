@@ -194,6 +194,11 @@ impl Embedded {
             .arg("-D")
             .arg(&self.pgdata)
             .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+            // A write-heavy ledger: with the default 1 GB of WAL between
+            // checkpoints, one came every ~25 s at full load, each followed
+            // by full-page images of every page touched again
+            // (BENCHMARKS.md, "bench"). Crash recovery replays at most this.
+            .args(["-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=15min"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
