@@ -275,7 +275,6 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
         }
         sweep.push(phase(&label, &stack, h, i, shape(b, c), Pace::Max)?);
     }
-    drop(phase);
 
     let stored = rt.block_on(count_logs(&stack.database_url))? - stored_before;
     let acked = check_acks(&mut all_acks, stored)?;

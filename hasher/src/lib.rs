@@ -36,9 +36,9 @@ pub struct Settings {
     /// This hasher's index, `0..topology.hashers`.
     pub index: u16,
     pub hasher: TreeHasher,
-    /// Threads hashing one big batch's leaves: cores / hashers, at least
-    /// 1. With a hasher per core the processes are the parallelism, and a
-    /// thread pool in each would only spin for work on a busy core.
+    /// Threads hashing one big batch's leaves: cores / hashers (at least
+    /// one). With a hasher per core the processes are the parallelism, and
+    /// a thread pool in each would only spin for work on a busy core.
     pub threads: usize,
 }
 

@@ -561,7 +561,6 @@ async fn copy_logs<'a, T: ToStatement + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_postgres::types::ToSql as _;
 
     fn system_time(ns: i64) -> std::time::SystemTime {
         let d = std::time::Duration::from_nanos(ns.unsigned_abs());
