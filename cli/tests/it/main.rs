@@ -88,5 +88,6 @@ fn bad_origins_are_refused_with_the_flag_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--origin"));
 }
 
+mod bench;
 mod pipeline;
 mod verify;
