@@ -98,22 +98,13 @@ pub async fn raw_copy(url: &str, lo: u64, hi: u64, reps: usize) -> Result<CopyLi
         ));
     }
     client.batch_execute(&ddl).await?;
-    let logs = copy_out(
-        &client,
-        &format!(
-            "COPY (SELECT * FROM public.logs WHERE leaf_index >= {lo} AND leaf_index < {hi}) \
-             TO STDOUT (FORMAT binary)"
-        ),
-    )
-    .await?;
-    let batches = copy_out(
-        &client,
-        &format!(
-            "COPY (SELECT * FROM public.batches WHERE first_leaf >= {lo} AND first_leaf < {hi}) \
-             TO STDOUT (FORMAT binary)"
-        ),
-    )
-    .await?;
+    let range = |table: &str, column: &str| {
+        format!(
+            "COPY (SELECT * FROM public.{table} WHERE {column} >= {lo} AND {column} < {hi}) TO STDOUT (FORMAT binary)"
+        )
+    };
+    let logs = copy_out(&client, &range("logs", "leaf_index")).await?;
+    let batches = copy_out(&client, &range("batches", "first_leaf")).await?;
     let event_bytes: i64 = client
         .query_one(
             "SELECT coalesce(sum(octet_length(event)), 0)::bigint FROM public.logs WHERE leaf_index >= $1 AND leaf_index < $2",

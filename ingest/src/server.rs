@@ -272,17 +272,16 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     let content_type = header_str(header::CONTENT_TYPE);
     // Memory is reserved before the body is read: with too many bodies in
     // flight the answer is 503 at once, not a growing heap.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .map_or(limits.max_body, |n| n.min(limits.max_body));
+    let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    let declared = length.map_or(limits.max_body, |n| n.min(limits.max_body));
     let Ok(mut permit) = s.budget.clone().try_acquire_many_owned(kib(declared)) else {
         return overloaded(s);
     };
     // Under overload, refuse before reading and parsing a body that cannot
     // fit any ring (its record is at least as long as the body); parsing
-    // bodies only to refuse them took the CPU the pipeline needed.
-    if !room_for(s, declared) {
+    // bodies only to refuse them took the CPU the pipeline needed. (A body
+    // of unknown length is checked after it is split, as before.)
+    if !room_for(s, length.unwrap_or(0).min(limits.max_body)) {
         return unavailable(s, RINGS_FULL);
     }
     let raw = match read_body(body, declared, limits.max_body).await {
