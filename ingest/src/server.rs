@@ -51,8 +51,6 @@ pub struct Settings {
     /// Most body memory (as received plus decompressed) held at once;
     /// a body that does not fit is answered 503 before it is read.
     pub max_inflight_bytes: usize,
-    /// Most connections open at once; more wait in the listen backlog.
-    pub max_connections: usize,
     /// The file in which the orchestrator announces (with its pid) that it
     /// restored and checked the log and is sequencing.
     pub orchestrator_ready: std::path::PathBuf,
@@ -188,6 +186,23 @@ fn kib(bytes: usize) -> u32 {
 /// Longest a compressed body waits for room to inflate before 503.
 const INFLATE_WAIT: Duration = Duration::from_secs(1);
 
+/// Longest a body may take to arrive once its headers have.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest a refused body is read (and dropped) before the answer.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Answers `response` to a request whose body was not read. The body is
+/// read and dropped first (nothing is kept): a server that answers and
+/// closes while the client is still sending makes the kernel reset the
+/// connection, and the client would see a reset instead of the 503 and
+/// its Retry-After.
+async fn refuse_unread(body: Body, response: Response) -> Response {
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+    response
+}
+
 fn overloaded(s: &Shared) -> Response {
     unavailable(
         s,
@@ -273,20 +288,41 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     // Memory is reserved before the body is read: with too many bodies in
     // flight the answer is 503 at once, not a growing heap.
     let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let declared = length.map_or(limits.max_body, |n| n.min(limits.max_body));
+    if length.is_some_and(|n| n > limits.max_body) {
+        return refuse_unread(
+            body,
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body exceeds the limit of {} bytes", limits.max_body),
+                None,
+            ),
+        )
+        .await;
+    }
+    let declared = length.unwrap_or(limits.max_body);
     let Ok(mut permit) = s.budget.clone().try_acquire_many_owned(kib(declared)) else {
-        return overloaded(s);
+        return refuse_unread(body, overloaded(s)).await;
     };
     // Under overload, refuse before reading and parsing a body that cannot
     // fit any ring (its record is at least as long as the body); parsing
     // bodies only to refuse them took the CPU the pipeline needed. (A body
     // of unknown length is checked after it is split, as before.)
-    if !room_for(s, length.unwrap_or(0).min(limits.max_body)) {
-        return unavailable(s, RINGS_FULL);
+    if !room_for(s, length.unwrap_or(0)) {
+        drop(permit);
+        return refuse_unread(body, unavailable(s, RINGS_FULL)).await;
     }
-    let raw = match read_body(body, declared, limits.max_body).await {
-        Ok(b) => b,
-        Err(r) => return r,
+    // A client that stops sending mid-body must not hold its share of the
+    // budget for ever.
+    let raw = match tokio::time::timeout(BODY_TIMEOUT, read_body(body, declared, limits.max_body)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(r)) => return r,
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+                None,
+            );
+        }
     };
     // A body sent without Content-Length holds only what it turned out to be.
     let surplus = kib(declared).saturating_sub(kib(raw.len()));
@@ -296,9 +332,18 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     if encoding != Encoding::Identity {
         // Room for the inflated body too. Waiting is bounded: the budget
         // is held only while bodies are decoded and copied into a ring.
-        match tokio::time::timeout(INFLATE_WAIT, s.budget.clone().acquire_many_owned(kib(limits.max_decoded))).await {
-            Ok(Ok(more)) => permit.merge(more),
-            Ok(Err(_)) | Err(_) => return overloaded(s),
+        // Polled, not queued: a queued acquire takes every permit as it is
+        // freed and would refuse every other request meanwhile.
+        let deadline = Instant::now() + INFLATE_WAIT;
+        loop {
+            if let Ok(more) = s.budget.clone().try_acquire_many_owned(kib(limits.max_decoded)) {
+                permit.merge(more);
+                break;
+            }
+            if Instant::now() >= deadline {
+                return overloaded(s);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     // Decompressing and splitting a large body takes milliseconds: off the reactor.
@@ -433,7 +478,7 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
-    let total = kib(s.settings.max_inflight_bytes) as usize;
+    let total = kib(s.settings.max_inflight_bytes) as usize + 2;
     s.metrics.inflight_bytes.set((total.saturating_sub(s.budget.available_permits()) as i64) * 1024);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
@@ -519,7 +564,9 @@ pub async fn serve(
     // meant for a predecessor in this slot never match a new request.
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ (u64::from(std::process::id()) << 40);
-    let budget = Arc::new(Semaphore::new(kib(settings.max_inflight_bytes) as usize));
+    // Two KiB more than the setting: each reservation rounds up to a KiB,
+    // and the settings check promises room for one body and its inflation.
+    let budget = Arc::new(Semaphore::new(kib(settings.max_inflight_bytes) as usize + 2));
     let shared = Arc::new(Shared {
         settings,
         producers,
@@ -552,13 +599,12 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(shared.clone());
-    let mut listener =
-        crate::limit::Limited::new(tokio::net::TcpListener::from_std(listener)?, shared.settings.max_connections);
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(addr = %listener.local_addr()?, slot = shared.settings.slot, "ingest listening");
     // HTTP/1.1 (and HTTP/2 with prior knowledge) as axum::serve would, but
     // with a smaller read buffer per connection (hyper's default grows to
     // 400 KiB, which held most of ingest's memory under overload) and
-    // idle connections closed, so they do not keep a connection slot.
+    // connections that send no request headers for 30 s closed.
     let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     http.http1().max_buf_size(READ_BUFFER).timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
     let service = hyper_util::service::TowerToHyperService::new(app);
@@ -566,9 +612,19 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let conn = tokio::select! {
-            c = listener.accept() => c,
+            c = listener.accept() => match c {
+                Ok((conn, _)) => conn,
+                // As axum::serve does: a failed accept (out of file
+                // descriptors, say) is logged and retried after a pause.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
             () = &mut shutdown => break,
         };
+        let _ = conn.set_nodelay(true);
         let c = http.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(conn), service.clone()).into_owned();
         let c = graceful.watch(c);
         tokio::spawn(async move {

@@ -49,7 +49,7 @@ fn the_original_chronos_format_and_claimed_times() {
 
 #[test]
 fn ndjson_and_arrays_claim_the_same_times_from_one_top_level_member() {
-    let events: [&[u8]; 8] = [
+    let events: [&[u8]; 11] = [
         br#"{"timestamp": "2026-03-17T08:04:53.131Z", "message": "first"}"#,
         br#"{"message": "last", "timestamp": "2026-03-17T10:04:54.222+02:00"}"#,
         br#"{"nested": {"timestamp": "2026-03-17T08:04:53Z"}, "message": "only nested"}"#,
@@ -58,6 +58,10 @@ fn ndjson_and_arrays_claim_the_same_times_from_one_top_level_member() {
         br#"{"timestamp": null, "list": [1, {"timestamp": "2026-03-17T08:04:53Z"}]}"#,
         br#"{"timestamp": {"seconds": 1}}"#,
         br#"{"message": "\u00e9t\u00e9 \"timestamp\""}"#,
+        // Valid JSON that holds no string: accepted, with no claimed time.
+        br#"{"\ud800": 1, "timestamp": "2026-03-17T08:04:53Z"}"#,
+        br#"{"timestamp": "\udc00"}"#,
+        br#"{"timestamp": 1e400}"#,
     ];
     let want = [
         Some(1_773_734_693_131_000_000),
@@ -65,6 +69,9 @@ fn ndjson_and_arrays_claim_the_same_times_from_one_top_level_member() {
         None,
         None,
         Some(1_773_734_693_000_000_000),
+        None,
+        None,
+        None,
         None,
         None,
         None,
