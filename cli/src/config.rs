@@ -62,6 +62,10 @@ pub struct IngestConfig {
     /// 503 with Retry-After instead of being read. Keeps memory bounded
     /// however many clients connect. At least max_body_bytes + max_decoded_bytes.
     pub max_inflight_bytes: u64,
+    /// Most client connections one ingest process keeps open; further
+    /// clients wait in the listen backlog until one closes (connections
+    /// silent or idle for 30 s are closed).
+    pub max_connections: u64,
 }
 
 impl Default for IngestConfig {
@@ -78,6 +82,7 @@ impl Default for IngestConfig {
             ack_timeout_ms: 30_000,
             retry_after_secs: 1,
             max_inflight_bytes: 256 << 20,
+            max_connections: 512,
         }
     }
 }

@@ -42,6 +42,7 @@ impl Plan {
             ("ingest.max_event_bytes", i.max_event_bytes, 1 << 30),
             ("ingest.max_events", i.max_events, 1 << 24),
             ("ingest.ack_timeout_ms", i.ack_timeout_ms, 3_600_000),
+            ("ingest.max_connections", i.max_connections, 65_536),
             ("vault.flush_max_batches", cfg.vault.flush_max_batches, 1 << 20),
             ("vault.flush_max_bytes", cfg.vault.flush_max_bytes, 1 << 32),
             ("pipeline.checkpoint_interval_ms", cfg.pipeline.checkpoint_interval_ms, 3_600_000),
@@ -303,6 +304,7 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
         ack_timeout: Duration::from_millis(i.ack_timeout_ms),
         retry_after_secs: i.retry_after_secs,
         max_inflight_bytes: i.max_inflight_bytes as usize,
+        max_connections: i.max_connections as usize,
         orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
     };
     let addr: SocketAddr = i.listen.parse()?;

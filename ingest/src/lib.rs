@@ -11,4 +11,5 @@
 //! re-serializes an event: an event is the bytes the client sent.
 
 pub mod body;
+pub mod limit;
 pub mod server;

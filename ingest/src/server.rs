@@ -49,8 +49,10 @@ pub struct Settings {
     /// `Retry-After` seconds on 503.
     pub retry_after_secs: u32,
     /// Most body memory (as received plus decompressed) held at once;
-    /// a body that does not fit is answered 503 before it is read.
+    /// a body that does not fit is answered 503 and not kept.
     pub max_inflight_bytes: usize,
+    /// Most connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// The file in which the orchestrator announces (with its pid) that it
     /// restored and checked the log and is sequencing.
     pub orchestrator_ready: std::path::PathBuf,
@@ -599,33 +601,26 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let mut listener =
+        crate::limit::Limited::new(tokio::net::TcpListener::from_std(listener)?, shared.settings.max_connections);
     tracing::info!(addr = %listener.local_addr()?, slot = shared.settings.slot, "ingest listening");
-    // HTTP/1.1 (and HTTP/2 with prior knowledge) as axum::serve would, but
+    // HTTP/1.1 (what Vector's http sink and HTTP clients send to a plain
+    // http:// address; axum::serve also took HTTP/2 with prior knowledge),
     // with a smaller read buffer per connection (hyper's default grows to
-    // 400 KiB, which held most of ingest's memory under overload) and
-    // connections that send no request headers for 30 s closed.
-    let mut http = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-    http.http1().max_buf_size(READ_BUFFER).timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
+    // 400 KiB, which held most of ingest's memory under overload) and a
+    // header timeout that runs from the moment a connection could send,
+    // so that neither a silent nor an idle connection keeps its slot.
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.max_buf_size(READ_BUFFER).timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
     let service = hyper_util::service::TowerToHyperService::new(app);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let conn = tokio::select! {
-            c = listener.accept() => match c {
-                Ok((conn, _)) => conn,
-                // As axum::serve does: a failed accept (out of file
-                // descriptors, say) is logged and retried after a pause.
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            c = listener.accept() => c,
             () = &mut shutdown => break,
         };
-        let _ = conn.set_nodelay(true);
-        let c = http.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(conn), service.clone()).into_owned();
+        let c = http.serve_connection(hyper_util::rt::TokioIo::new(conn), service.clone());
         let c = graceful.watch(c);
         tokio::spawn(async move {
             if let Err(e) = c.await {
@@ -646,7 +641,8 @@ pub async fn serve(
 /// most this much (hyper's default is 400 KiB).
 const READ_BUFFER: usize = 64 << 10;
 
-/// A connection that sends no request headers for this long is closed.
+/// A connection that sends no (complete) request headers for this long
+/// is closed, idle or silent from the start.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[cfg(test)]

@@ -744,13 +744,14 @@ fn metric(s: &Stack, name: &str) -> u64 {
 }
 
 #[test]
-fn ingest_memory_is_bounded_by_its_body_budget() {
+fn ingest_memory_is_bounded_by_its_body_budget_and_connection_cap() {
     // The smallest budget allowed: one body of each kind, 128 KiB.
     let mut s = Stack::start(&[
         ("CHRONOS_INGEST_MAX_BODY_BYTES", "65536"),
         ("CHRONOS_INGEST_MAX_DECODED_BYTES", "65536"),
         ("CHRONOS_INGEST_MAX_EVENT_BYTES", "16384"),
         ("CHRONOS_INGEST_MAX_INFLIGHT_BYTES", "131072"),
+        ("CHRONOS_INGEST_MAX_CONNECTIONS", "4"),
     ]);
     let bodies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = (0..3)
         .map(|b| {
@@ -786,6 +787,27 @@ fn ingest_memory_is_bounded_by_its_body_budget() {
     assert_eq!(c.status, 200, "{}", c.body);
     acked.push((json_u64(&c.body, "first_leaf"), bodies[2].1.clone()));
     assert_eq!(metric(&s, "chronos_ingest_inflight_bytes"), 0);
+
+    // Four idle connections take every slot: a fifth client connects (the
+    // kernel's backlog) but is not served until one of them closes.
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&s.addr).unwrap()).collect();
+    let mut fifth = TcpStream::connect(&s.addr).unwrap();
+    fifth
+        .write_all(format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n", s.addr).as_bytes())
+        .unwrap();
+    fifth.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut buf = [0u8; 256];
+    let early = fifth.read(&mut buf);
+    assert!(
+        early.is_err(),
+        "served beyond the cap: {:?}",
+        early.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    drop(idle);
+    fifth.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut raw = Vec::new();
+    fifth.read_to_end(&mut raw).unwrap();
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
 
     s.stop();
     let stored = s.check_ledger();
