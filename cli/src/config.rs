@@ -59,8 +59,8 @@ pub struct IngestConfig {
     pub retry_after_secs: u32,
     /// Most request-body memory (received plus decompressed) one ingest
     /// process holds at once, bytes; a body that does not fit is answered
-    /// 503 with Retry-After instead of being read. Keeps memory bounded
-    /// however many clients connect. At least max_body_bytes + max_decoded_bytes.
+    /// 503 with Retry-After and not kept. Keeps memory bounded however
+    /// many bodies arrive. At least max_body_bytes + max_decoded_bytes.
     pub max_inflight_bytes: u64,
     /// Most client connections one ingest process keeps open; further
     /// clients wait in the listen backlog until one closes (connections

@@ -63,7 +63,7 @@ impl Plan {
             .parse::<SocketAddr>()
             .with_context(|| format!("metrics.listen: {:?} is not host:port", cfg.metrics.listen))?;
         let hashers = match cfg.pipeline.hashers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(256) as u16),
+            0 => cores().min(256) as u16,
             n => n,
         };
         let topology =
@@ -207,15 +207,19 @@ fn supervised() -> bool {
     std::env::var_os("CHRONOS_SUPERVISED").is_some()
 }
 
+/// CPU cores this process may use.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 pub fn hasher(plan: &Plan, index: u16) -> anyhow::Result<()> {
     ensure!(index < plan.topology.hashers, "--index {index}: there are {} hashers", plan.topology.hashers);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let settings = chronos_hasher::Settings {
         names: plan.names.clone(),
         topology: plan.topology,
         index,
         hasher: plan.hasher()?,
-        threads: (cores / usize::from(plan.topology.hashers)).max(1),
+        threads: (cores() / usize::from(plan.topology.hashers)).max(1),
     };
     let metrics = chronos_hasher::Metrics::default();
     let mut registry = Registry::default();
@@ -317,8 +321,7 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
     let stop = stop_flag(supervised())?;
     // Decoding and splitting bodies is CPU work on blocking threads: more
     // of them than cores only adds stacks and allocator arenas.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(2 * cores + 2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().max_blocking_threads(2 * cores() + 2).enable_all().build()?;
     let shutdown = async move {
         while !stop.load(Ordering::Relaxed) {
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -29,16 +29,7 @@ impl Limited {
     pub fn new(listener: TcpListener, max: usize) -> Limited {
         Limited { listener, open: Arc::new(Semaphore::new(max.max(1))) }
     }
-}
 
-/// An accepted connection and its permit.
-#[derive(Debug)]
-pub struct Conn {
-    stream: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Limited {
     /// The next connection, once fewer than `max` are open.
     pub async fn accept(&mut self) -> Conn {
         // The semaphore is never closed, so acquiring only waits.
@@ -62,6 +53,13 @@ impl Limited {
     pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
         self.listener.local_addr()
     }
+}
+
+/// An accepted connection and its permit.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl AsyncRead for Conn {

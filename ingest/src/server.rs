@@ -4,10 +4,12 @@
 //! committed. Until then the handler waits on a oneshot channel that the
 //! ack thread (the consumer of this slot's ack ring) completes. Every other
 //! outcome is an error the client can act on: 400/413/415 for bad bodies
-//! (nothing stored), 401 without the token, 503 with `Retry-After` when
-//! the rings are full, the pipeline is not ready or the commit did not come
-//! within `ack_timeout` (the body may still be committed later; its retry
-//! is answered from the idempotency window, so nothing is stored twice).
+//! (nothing stored), 401 without the token, 408 for a body that does not
+//! arrive within 30 s, 503 with `Retry-After` when the body-memory budget
+//! or the rings are full, the pipeline is not ready or the commit did not
+//! come within `ack_timeout` (the body may still be committed later; its
+//! retry is answered from the idempotency window, so nothing is stored
+//! twice).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -183,6 +185,13 @@ fn room_for(s: &Shared, len: usize) -> bool {
 /// KiB, rounded up: the unit of the body-memory budget.
 fn kib(bytes: usize) -> u32 {
     u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
+/// Permits of the body-memory budget: two KiB more than the setting, as
+/// each reservation rounds up to a KiB and the settings check promises
+/// room for one body and its inflation.
+fn budget_kib(max_inflight_bytes: usize) -> usize {
+    kib(max_inflight_bytes) as usize + 2
 }
 
 /// Longest a compressed body waits for room to inflate before 503.
@@ -480,7 +489,7 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn metrics_text(State(s): State<Arc<Shared>>) -> Response {
-    let total = kib(s.settings.max_inflight_bytes) as usize + 2;
+    let total = budget_kib(s.settings.max_inflight_bytes);
     s.metrics.inflight_bytes.set((total.saturating_sub(s.budget.available_permits()) as i64) * 1024);
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
@@ -566,9 +575,7 @@ pub async fn serve(
     // meant for a predecessor in this slot never match a new request.
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
         ^ (u64::from(std::process::id()) << 40);
-    // Two KiB more than the setting: each reservation rounds up to a KiB,
-    // and the settings check promises room for one body and its inflation.
-    let budget = Arc::new(Semaphore::new(kib(settings.max_inflight_bytes) as usize + 2));
+    let budget = Arc::new(Semaphore::new(budget_kib(settings.max_inflight_bytes)));
     let shared = Arc::new(Shared {
         settings,
         producers,
