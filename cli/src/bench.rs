@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long)]
     pub database_url: Option<String>,
     /// Hash algorithm of a new benchmark log.
-    #[arg(long, value_enum, default_value_t = crate::HashArg::Blake3)]
+    #[arg(long, value_enum, default_value_t = crate::HashArg::default())]
     pub hash: crate::HashArg,
     /// Hasher processes; a list measures each (the first is the baseline). Default: cores, then 1.
     #[arg(long, value_delimiter = ',')]

@@ -41,8 +41,10 @@ pub struct IngestConfig {
     pub listen: String,
     /// Ingest processes (1..=64).
     pub processes: u16,
-    /// File holding the bearer token required on POST /ingest ("" = no
-    /// auth). The token itself can also come from CHRONOS_INGEST_TOKEN.
+    /// File holding the bearer tokens accepted on POST /ingest, one per
+    /// line ("" = no auth); give each client (each Vector instance) its own,
+    /// as the token is part of its identity for idempotency. A single token
+    /// can also come from CHRONOS_INGEST_TOKEN.
     pub token_file: String,
     /// Largest request body as received, bytes.
     pub max_body_bytes: u64,
@@ -94,15 +96,31 @@ pub struct PipelineConfig {
     /// Hasher processes; 0 = one per core.
     pub hashers: u16,
     /// How long a body's idempotency key is remembered (a retry within
-    /// this window gets the first answer), seconds.
+    /// this window gets the first answer and is stored once; after it, a
+    /// retry is stored again), seconds.
     pub key_window_secs: u64,
+    /// Most idempotency keys remembered at once (about 100 bytes of the
+    /// orchestrator's memory each); when more bodies arrive within the
+    /// window, the oldest keys are forgotten early (counted in
+    /// chronos_orchestrator_idempotency_keys_evicted).
+    pub key_window_max_keys: u64,
+    /// Where the newest signed checkpoint is kept outside the database
+    /// (relative to the data directory). Written before each checkpoint is
+    /// stored; at start the database must extend it, or nothing is signed.
+    pub checkpoint_file: String,
     /// Interval between checkpoints (signed when the log grew), ms.
     pub checkpoint_interval_ms: u64,
 }
 
 impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
-        PipelineConfig { hashers: 0, key_window_secs: 900, checkpoint_interval_ms: 1000 }
+        PipelineConfig {
+            hashers: 0,
+            key_window_secs: 900,
+            key_window_max_keys: 1 << 20,
+            checkpoint_file: "latest.checkpoint".into(),
+            checkpoint_interval_ms: 1000,
+        }
     }
 }
 
@@ -160,7 +178,7 @@ pub struct LogConfig {
     /// The origin line of checkpoints and the signing key's name: a
     /// schema-less URL such as `example.com/chronos/prod`.
     pub origin: String,
-    /// Hash algorithm: `blake3` (default), `sha256`, `blake3-keyed` or
+    /// Hash algorithm: `sha256` (default), `blake3`, `blake3-keyed` or
     /// `hmac-sha256`. The keyed ones read the key from `CHRONOS_HMAC_KEY`.
     pub hash: String,
     /// For keyed algorithms: 16 hex digits fingerprinting the key, so that a

@@ -8,7 +8,9 @@
 //! services `ingest`, `hasher`, `orchestrator` and `vault-writer` are
 //! subcommands too, started by `up` (hidden from help). Exit codes: 0
 //! success, 1 verification found tampering (for the verify commands), 2
-//! could not do the job.
+//! could not do the job, 3 `verify` found the ledger intact but the `logs`
+//! table incomplete (a restore after a PostgreSQL crash is under way), 4 a
+//! service refused to go on (fail closed; `up` does not restart it).
 
 mod bench;
 mod config;
@@ -46,7 +48,7 @@ enum Command {
         #[arg(long)]
         origin: Option<String>,
         /// Hash algorithm of the log, fixed for its lifetime.
-        #[arg(long, value_enum, default_value_t = HashArg::Blake3)]
+        #[arg(long, value_enum, default_value_t = HashArg::default())]
         hash: HashArg,
     },
     /// Run Chronos: PostgreSQL (embedded unless --database-url), vault writer,
@@ -75,7 +77,9 @@ enum Command {
         args: bench::Args,
     },
     /// Check a log the way an outsider would: every event, batch root, chain link,
-    /// tree and checkpoint signature. Exit 0 intact, 1 tampering found, 2 could not check.
+    /// tree and checkpoint signature. Exit 0 intact, 1 tampering found, 2 could not check,
+    /// 3 intact but the logs table is incomplete (being restored after a PostgreSQL crash;
+    /// rerun when done).
     Verify {
         #[command(flatten)]
         source: database::Source,
@@ -99,7 +103,8 @@ enum Command {
         #[arg(long, value_name = "VKEY")]
         key: Option<String>,
     },
-    /// Write an offline proof (c2sp.org/tlog-proof) that one event is in the log.
+    /// Write an offline proof that one event is in the log (c2sp.org/tlog-proof@v1 for sha256
+    /// logs; the same layout under a chronos/tlog-proof-<hash>@v1 first line for the others).
     #[command(group(clap::ArgGroup::new("which").required(true).args(["leaf", "event_hash"])))]
     Prove {
         #[command(flatten)]
@@ -171,11 +176,14 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+/// `--hash` of `init` and `bench`. The default is SHA-256, so that every
+/// log is verifiable by standard tooling unless its creator chose otherwise.
+#[derive(Clone, Copy, Debug, Default, ValueEnum)]
 pub(crate) enum HashArg {
-    /// BLAKE3: fastest.
+    /// BLAKE3: fastest on processors without SHA extensions; C2SP tools cannot check its proofs.
     Blake3,
     /// SHA-256: checkpoints and proofs interoperate with C2SP tlog tools and witnesses.
+    #[default]
     Sha256,
     /// Keyed BLAKE3; the key comes from CHRONOS_HMAC_KEY and verifiers need it.
     Blake3Keyed,
@@ -267,6 +275,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("chronos: error: {e:#}");
+            if e.downcast_ref::<services::Refusal>().is_some() {
+                return ExitCode::from(services::EXIT_REFUSED);
+            }
             prove::exit_code(&e)
         }
     }

@@ -2,10 +2,11 @@
 //! proofs about single events and between checkpoints.
 //!
 //! `prove` reads O(log n) tiles (one query) and the newest signed
-//! checkpoint, builds a c2sp.org/tlog-proof file, and checks it before
-//! writing it, so a damaged tile never leaves as a proof. `verify-proof`
-//! needs no database at all: the proof file, the verifier key and,
-//! optionally, the event's bytes.
+//! checkpoint, builds a proof file (c2sp.org/tlog-proof@v1 for a sha256
+//! log, under its own first line for the others: `chronos_ledger::proof`),
+//! and checks it before writing it, so a damaged tile never leaves as a
+//! proof. `verify-proof` needs no database at all: the proof file, the
+//! verifier key and, optionally, the event's bytes.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -115,7 +116,7 @@ pub fn prove(
         anyhow::Ok((proof, event, set.tiles_fetched()))
     })?;
     drop(db);
-    let text = proof.encode();
+    let text = proof.encode()?;
     match out {
         Some(p) => std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?,
         #[allow(clippy::print_stdout)] // the command's output

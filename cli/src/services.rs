@@ -15,6 +15,32 @@ use prometheus_client::registry::Registry;
 
 use crate::config::{Config, LogSettings};
 
+/// The variable through which `chronos up` hands its services the writer
+/// lease's epoch.
+pub const EPOCH_ENV: &str = "CHRONOS_WRITER_EPOCH";
+
+/// Exit status of a service that refused to go on (fail closed): `up`
+/// does not restart it, as a restart cannot fix what it found.
+pub const EXIT_REFUSED: u8 = 4;
+
+/// A service's refusal to go on (see [`EXIT_REFUSED`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{service} refuses to go on: {reason}")]
+pub struct Refusal {
+    pub service: &'static str,
+    pub reason: String,
+}
+
+/// Records a refusal for ingest and `up` to report, and returns it.
+fn refusal(plan: &Plan, service: &'static str, reason: String) -> anyhow::Error {
+    let file = plan.refusal_file(service);
+    if let Err(e) = std::fs::create_dir_all(plan.run_dir()).and_then(|()| std::fs::write(&file, format!("{reason}\n")))
+    {
+        tracing::error!(file = %file.display(), error = %e, "cannot record the refusal");
+    }
+    Refusal { service, reason }.into()
+}
+
 /// Everything a service needs, validated once.
 #[derive(Debug)]
 pub struct Plan {
@@ -47,6 +73,7 @@ impl Plan {
             ("vault.flush_max_bytes", cfg.vault.flush_max_bytes, 1 << 32),
             ("pipeline.checkpoint_interval_ms", cfg.pipeline.checkpoint_interval_ms, 3_600_000),
             ("pipeline.key_window_secs", cfg.pipeline.key_window_secs, 30 * 86_400),
+            ("pipeline.key_window_max_keys", cfg.pipeline.key_window_max_keys, 1 << 26),
         ] {
             ensure!((1..=max).contains(&v), "{k}: {v} is not in 1..={max}");
         }
@@ -57,6 +84,7 @@ impl Plan {
             i.max_inflight_bytes,
             i.max_body_bytes + i.max_decoded_bytes
         );
+        ensure!(!cfg.pipeline.checkpoint_file.trim().is_empty(), "pipeline.checkpoint_file: empty");
         i.listen.parse::<SocketAddr>().with_context(|| format!("ingest.listen: {:?} is not host:port", i.listen))?;
         cfg.metrics
             .listen
@@ -85,6 +113,26 @@ impl Plan {
 
     pub fn run_dir(&self) -> PathBuf {
         self.data_dir.join("run")
+    }
+
+    /// Where a service that refuses to go on writes why (read by ingest
+    /// for its 503s, by `up` for its log; removed when `up` restarts it).
+    pub fn refusal_file(&self, service: &str) -> PathBuf {
+        self.run_dir().join(format!("{service}.refused"))
+    }
+
+    /// The writer lease's epoch that `chronos up` took for this instance.
+    fn epoch(&self) -> anyhow::Result<u64> {
+        let v = std::env::var(EPOCH_ENV).map_err(|_| {
+            anyhow::anyhow!(
+                "{EPOCH_ENV} is not set: start the services with `chronos up`, which holds the log's writer lease"
+            )
+        })?;
+        v.parse().with_context(|| format!("{EPOCH_ENV}: {v:?} is not a number"))
+    }
+
+    fn faults(&self) -> anyhow::Result<chronos_faults::Faults> {
+        chronos_faults::Faults::from_env().map_err(anyhow::Error::msg)
     }
 
     fn hasher(&self) -> anyhow::Result<chronos_ledger::TreeHasher> {
@@ -244,7 +292,11 @@ pub fn orchestrator(plan: &Plan) -> anyhow::Result<()> {
         database_url: plan.database_url()?,
         checkpoint_interval: Duration::from_millis(plan.cfg.pipeline.checkpoint_interval_ms),
         key_window: Duration::from_secs(plan.cfg.pipeline.key_window_secs),
+        key_limit: plan.cfg.pipeline.key_window_max_keys as usize,
         ready_file: plan.run_dir().join("orchestrator.ready"),
+        checkpoint_file: plan.data_dir.join(&plan.cfg.pipeline.checkpoint_file),
+        epoch: plan.epoch()?,
+        faults: plan.faults()?,
     };
     std::fs::create_dir_all(plan.run_dir())?;
     let metrics = chronos_orchestrator::Metrics::default();
@@ -252,8 +304,10 @@ pub fn orchestrator(plan: &Plan) -> anyhow::Result<()> {
     metrics.register(&mut registry);
     serve_metrics(plan, "orchestrator", metrics_addr(plan, 0), registry);
     let stop = stop_flag(supervised())?;
-    chronos_orchestrator::run(&settings, &stop, &metrics)?;
-    Ok(())
+    match chronos_orchestrator::run(&settings, &stop, &metrics) {
+        Err(chronos_orchestrator::OrchestratorError::Refused(reason)) => Err(refusal(plan, "orchestrator", reason)),
+        other => Ok(other?),
+    }
 }
 
 pub fn vault_writer(plan: &Plan) -> anyhow::Result<()> {
@@ -270,30 +324,45 @@ pub fn vault_writer(plan: &Plan) -> anyhow::Result<()> {
             max_age: Duration::from_millis(v.flush_max_age_ms),
         },
         key_window: Duration::from_secs(plan.cfg.pipeline.key_window_secs),
+        epoch: plan.epoch()?,
+        faults: plan.faults()?,
     };
     let metrics = chronos_vault_writer::Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     serve_metrics(plan, "vault-writer", metrics_addr(plan, 1), registry);
     let stop = stop_flag(supervised())?;
-    chronos_vault_writer::run(&settings, &stop, &metrics)?;
-    Ok(())
+    match chronos_vault_writer::run(&settings, &stop, &metrics) {
+        Err(chronos_vault_writer::VaultWriterError::Refused(reason)) => Err(refusal(plan, "vault-writer", reason)),
+        other => Ok(other?),
+    }
 }
 
-/// The bearer token: `CHRONOS_INGEST_TOKEN`, else `ingest.token_file`.
-fn token(plan: &Plan) -> anyhow::Result<Option<String>> {
+/// The bearer tokens: `CHRONOS_INGEST_TOKEN`, else `ingest.token_file`
+/// (one per line; blank lines and lines starting with `#` are skipped).
+fn tokens(plan: &Plan) -> anyhow::Result<Vec<String>> {
     if let Ok(t) = std::env::var("CHRONOS_INGEST_TOKEN") {
         ensure!(!t.trim().is_empty(), "CHRONOS_INGEST_TOKEN is set but empty");
-        return Ok(Some(t.trim().to_owned()));
+        return Ok(vec![t.trim().to_owned()]);
     }
     let f = &plan.cfg.ingest.token_file;
     if f.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let path = plan.data_dir.join(f);
     let t = std::fs::read_to_string(&path).with_context(|| format!("ingest.token_file: reading {}", path.display()))?;
-    ensure!(!t.trim().is_empty(), "ingest.token_file: {} is empty", path.display());
-    Ok(Some(t.trim().to_owned()))
+    let tokens: Vec<String> =
+        t.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    ensure!(!tokens.is_empty(), "ingest.token_file: {} holds no token", path.display());
+    for (i, tok) in tokens.iter().enumerate() {
+        ensure!(
+            tok.bytes().all(|b| b.is_ascii_graphic()),
+            "ingest.token_file: {} line {}: a token is printable ASCII without spaces",
+            path.display(),
+            i + 1
+        );
+    }
+    Ok(tokens)
 }
 
 pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
@@ -304,12 +373,13 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
         topology: plan.topology,
         slot,
         limits: plan.limits(),
-        token: token(plan)?,
+        tokens: tokens(plan)?,
         ack_timeout: Duration::from_millis(i.ack_timeout_ms),
         retry_after_secs: i.retry_after_secs,
         max_inflight_bytes: i.max_inflight_bytes as usize,
         max_connections: i.max_connections as usize,
         orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
+        refusal_files: vec![plan.refusal_file("orchestrator"), plan.refusal_file("vault-writer")],
     };
     let addr: SocketAddr = i.listen.parse()?;
     let listener = chronos_ingest::server::bind(addr)?;

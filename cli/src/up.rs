@@ -39,6 +39,57 @@ struct Proc {
     restarts: u32,
 }
 
+/// The writer lease: the connection holding the log's advisory lock for
+/// this instance's life, and the epoch its services commit under.
+struct Lease {
+    client: tokio_postgres::Client,
+    epoch: u64,
+    holder: String,
+}
+
+async fn lease_connection(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "the writer lease's connection closed");
+        }
+    });
+    Ok(client)
+}
+
+impl Lease {
+    /// Takes the log's writer lease, or says who holds it.
+    async fn take(url: &str, data_dir: &Path) -> anyhow::Result<Lease> {
+        let client = lease_connection(url).await?;
+        let holder = chronos_vault::lease::describe_holder(data_dir);
+        let epoch = chronos_vault::lease::acquire(&client, &holder).await?;
+        tracing::info!(epoch, "writer lease taken: this instance is the log's only writer");
+        Ok(Lease { client, epoch, holder })
+    }
+
+    /// After its connection closed (PostgreSQL restarted, or the backend
+    /// was killed): takes the lock again under the same epoch. `Ok(false)`
+    /// while PostgreSQL cannot be reached; an error if another instance
+    /// took the log meanwhile (its services are fenced out already).
+    async fn renew(&mut self, url: &str) -> anyhow::Result<bool> {
+        let Ok(client) = lease_connection(url).await else { return Ok(false) };
+        match chronos_vault::lease::reacquire(&client, self.epoch).await {
+            Ok(()) => {
+                tracing::info!(epoch = self.epoch, "writer lease taken again");
+                self.client = client;
+                Ok(true)
+            }
+            Err(chronos_vault::lease::LeaseError::Database(e)) => {
+                tracing::warn!(error = %e, "cannot renew the writer lease yet");
+                Ok(false)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 struct Supervisor {
     exe: PathBuf,
     data_dir: PathBuf,
@@ -48,6 +99,8 @@ struct Supervisor {
 
 impl Supervisor {
     fn spawn(&self, p: &mut Proc) -> anyhow::Result<()> {
+        // A refusal recorded by an earlier run no longer stands.
+        let _ = std::fs::remove_file(self.run_dir.join(format!("{}.refused", p.name)));
         let mut c = Command::new(&self.exe);
         c.args(&p.args).arg("--data-dir").arg(&self.data_dir).stdin(Stdio::null()).env("CHRONOS_SUPERVISED", "1");
         for (k, v) in &self.env {
@@ -73,6 +126,19 @@ impl Supervisor {
                 && let Some(status) = child.try_wait()?
             {
                 p.child = None;
+                if status.code() == Some(i32::from(crate::services::EXIT_REFUSED)) {
+                    // Fail closed: a restart cannot fix what it found. Ingest
+                    // answers 503 with the reason until an operator acts.
+                    let reason =
+                        std::fs::read_to_string(self.run_dir.join(format!("{}.refused", p.name))).unwrap_or_default();
+                    tracing::error!(
+                        process = p.name,
+                        reason = reason.trim(),
+                        "refuses to go on; not restarting it (fix the cause, then restart chronos up)"
+                    );
+                    p.restart_at = None;
+                    continue;
+                }
                 if p.started.elapsed() > Duration::from_secs(30) {
                     p.backoff = Duration::from_millis(100);
                 }
@@ -205,8 +271,10 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         plan.cfg.database.url.clone()
     };
     rt.block_on(migrate(&url))?;
+    let mut lease = rt.block_on(Lease::take(&url, data_dir))?;
     let hashers = plan.topology.hashers;
     let env = vec![
+        (crate::services::EPOCH_ENV.to_owned(), lease.epoch.to_string()),
         ("CHRONOS_DATABASE_URL".to_owned(), url.clone()),
         ("CHRONOS_INGEST_LISTEN".to_owned(), plan.cfg.ingest.listen.clone()),
         ("CHRONOS_INGEST_PROCESSES".to_owned(), plan.topology.ingests.to_string()),
@@ -230,9 +298,22 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     let mut announced = false;
     let started = Instant::now();
     let mut pg_backoff = Duration::from_millis(100);
+    let mut lease_retry = Instant::now();
+    let mut lost: Option<anyhow::Error> = None;
     while !*stop.borrow() {
         for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
             sup.tend(group)?;
+        }
+        if lease.client.is_closed() && lease_retry <= Instant::now() {
+            match rt.block_on(lease.renew(&url)) {
+                Ok(true) => {}
+                Ok(false) => lease_retry = Instant::now() + Duration::from_millis(500),
+                Err(e) => {
+                    tracing::error!(error = %e, holder = lease.holder, "stopping: another instance writes this log now");
+                    lost = Some(e);
+                    break;
+                }
+            }
         }
         if let Some((e, child)) = postgres.as_mut()
             && let Some(status) = child.try_wait()?
@@ -260,7 +341,10 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         let _ = child.wait();
     }
     remove_drained_rings(&plan);
-    Ok(())
+    match lost {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Removes this instance's rings that hold no records (all of them after

@@ -1,17 +1,27 @@
 //! `chronos verify` and `chronos checkpoint`: the outsider's view of a log.
 //! The checks themselves are in `chronos-verify`; this module picks the
 //! database and the key, shows progress, and prints the report.
+//!
+//! Exit codes of `verify`: 0 intact, 1 tampering found, 2 could not check,
+//! 3 intact but the `logs` table is incomplete: PostgreSQL's crash recovery
+//! emptied it and the vault writer is restoring it from the batches (every
+//! ledger check passed; rerun when the restore is done).
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use chronos_verify::{Finding, Options, Progress, Report, Status};
+use chronos_verify::{Finding, LogsRebuild, Options, Progress, RebuildCause, Report, Status};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::database::{self, Source};
 
 /// Exit code when tampering is found.
 pub const TAMPERED: u8 = 1;
+/// Exit code of `verify` when no tampering is found but `logs` lacks rows
+/// that are being restored after a PostgreSQL crash. Deliberately neither
+/// 0 nor 1: a `logs_rebuild` row can be written by anyone with database
+/// access, so it may hide deleted rows, but never as far as "intact".
+pub const LOGS_INCOMPLETE: u8 = 3;
 
 struct Bar(ProgressBar);
 
@@ -61,6 +71,7 @@ pub fn verify(
     }
     Ok(match report.status {
         Status::Intact => ExitCode::SUCCESS,
+        Status::IntactLogsIncomplete => ExitCode::from(LOGS_INCOMPLETE),
         Status::Tampered => ExitCode::from(TAMPERED),
     })
 }
@@ -76,12 +87,33 @@ fn finding_lines(f: &Finding) -> String {
     s
 }
 
+/// What the pending rebuild of `logs` means, in words.
+fn rebuild_words(l: &LogsRebuild) -> String {
+    let why = match l.cause {
+        RebuildCause::LogsRebuildRow => "are being restored from the batches after a PostgreSQL crash",
+        RebuildCause::LogsEmpty => {
+            "wait to be restored from the batches: PostgreSQL emptied the table in crash recovery and the \
+             vault writer has not begun restoring it"
+        }
+    };
+    format!("leaves {}..{} {why}", l.from_leaf, l.to_leaf)
+}
+
 /// The report for people.
 pub fn human(r: &Report) -> String {
     let s = &r.summary;
     let mut out = format!("log {} (hash {}), key {}\n", r.origin, r.hash, r.key_source);
-    match (&r.status, &r.first) {
-        (Status::Tampered, Some(first)) => {
+    match (&r.status, &r.first, &r.logs_rebuild) {
+        (Status::IntactLogsIncomplete, _, l) => {
+            let (what, missing) =
+                l.as_ref().map_or(("rows are missing".into(), 0), |l| (rebuild_words(l), l.rows_missing));
+            out.push_str(&format!("INTACT (logs table incomplete: {what}; rerun verify when done)\n"));
+            out.push_str(&format!(
+                "  every check of the batches, chain, tree and checkpoints passed, and every logs row present \
+                 matches the batches; {missing} logs rows of those leaves are missing and could not be compared\n"
+            ));
+        }
+        (Status::Tampered, Some(first), _) => {
             out.push_str(&format!(
                 "TAMPERED: {} finding(s); the first is {} at {}\n",
                 r.findings_total,
@@ -96,6 +128,13 @@ pub fn human(r: &Report) -> String {
             }
         }
         _ => out.push_str("INTACT: every check passed\n"),
+    }
+    if let (Status::Tampered, Some(l)) = (&r.status, &r.logs_rebuild) {
+        out.push_str(&format!(
+            "note: {}; their {} missing logs rows are not counted as deleted\n",
+            rebuild_words(l),
+            l.rows_missing
+        ));
     }
     for n in &r.notes {
         out.push_str(&format!("note: {n}\n"));

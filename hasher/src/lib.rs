@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use chronos_ipc::{Consumer, Producer, PushError, RingError, RingSet, ring};
 use chronos_ledger::{Hash, TreeHasher, payload, tree};
-use chronos_wire::{Hashed, Ingest, IngestRef, RingNames, Topology, WireError, tag};
+use chronos_wire::{Hashed, Ingest, IngestRef, Refused, RingNames, Topology, WireError, tag};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use rayon::prelude::*;
@@ -136,7 +136,11 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
                         return Ok(());
                     }
                 }
-                Err(e) => reject(rec.seq, &e, metrics),
+                Err(e) => {
+                    if !reject(rec.seq, rec.payload, &e, &mut output, stop, metrics)? {
+                        return Ok(());
+                    }
+                }
             }
         }
         // Every output of this poll is committed: its inputs can go.
@@ -145,11 +149,40 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     Ok(())
 }
 
-fn reject(ring_seq: u64, e: &WireError, metrics: &Metrics) {
-    // Only a buggy or foreign writer produces these; ingest validated the
-    // body. The request behind it times out and is retried by its client.
+/// A record that does not decode: only a buggy or foreign writer makes
+/// one (ingest validated the body). Its client is answered at once with a
+/// refusal (through the orchestrator and the vault writer, which leaves an
+/// audit event), not left to time out and retry for ever. `Ok(false)`:
+/// asked to stop while the output ring stayed full.
+fn reject(
+    ring_seq: u64,
+    raw: &[u8],
+    e: &WireError,
+    output: &mut Producer,
+    stop: &AtomicBool,
+    metrics: &Metrics,
+) -> Result<bool, HasherError> {
     metrics.rejected.inc();
-    tracing::error!(ring_seq, error = %e, "dropping an ingest record that does not decode");
+    tracing::error!(ring_seq, error = %e, "refusing an ingest record that does not decode");
+    let Some(reply) = chronos_wire::peek_reply(raw) else { return Ok(true) };
+    let refused = Refused::new(
+        reply,
+        422,
+        &format!("the pipeline could not decode this body's record ({e}); nothing was stored"),
+    );
+    let len = refused.encoded_len();
+    loop {
+        match output.reserve(tag::REFUSED, len, Instant::now() + Duration::from_millis(200)) {
+            Ok(mut grant) => {
+                refused.encode(grant.payload_mut());
+                grant.commit();
+                return Ok(true);
+            }
+            Err(PushError::Timeout | PushError::Full) if !stop.load(Ordering::Relaxed) => continue,
+            Err(PushError::Timeout | PushError::Full) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn hash_one(

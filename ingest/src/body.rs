@@ -449,8 +449,20 @@ fn claimed_time(event: &[u8]) -> Option<i64> {
     probe(event).ok().flatten()
 }
 
-/// The idempotency key of a request: SHA-256 of its decoded body. A client
-/// retrying the same batch sends the same bytes, so it gets the same key.
-pub fn idempotency_key(decoded: &[u8]) -> [u8; 32] {
-    Sha256::digest(decoded).into()
+/// The idempotency key of a request: SHA-256 over the client's identity
+/// and the decoded body, each length-prefixed (so no two different pairs
+/// give the same input). A client retrying the same batch sends the same
+/// bytes with the same identity and gets the same key; two clients sending
+/// the same bytes (two hosts shipping the same line) do not collide as
+/// long as their identities differ. The identity is whatever ingest knows
+/// of the client: which bearer token it presented and its `Chronos-Client`
+/// header (see the server).
+pub fn idempotency_key(client: &[u8], decoded: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"chronos idempotency key v2\0");
+    h.update((client.len() as u64).to_be_bytes());
+    h.update(client);
+    h.update((decoded.len() as u64).to_be_bytes());
+    h.update(decoded);
+    h.finalize().into()
 }

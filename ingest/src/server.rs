@@ -4,7 +4,9 @@
 //! committed. Until then the handler waits on a oneshot channel that the
 //! ack thread (the consumer of this slot's ack ring) completes. Every other
 //! outcome is an error the client can act on: 400/413/415 for bad bodies
-//! (nothing stored), 401 without the token, 408 for a body that does not
+//! (nothing stored), 422 with the reason for a body the pipeline refused
+//! after accepting it (nothing stored; a retry cannot help), 401 without
+//! a token, 408 for a body that does not
 //! arrive within 30 s, 503 with `Retry-After` when the body-memory budget
 //! or the rings are full, the pipeline is not ready or the commit did not
 //! come within `ack_timeout` (the body may still be committed later; its
@@ -24,7 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chronos_ipc::{Consumer, Producer, PushError, RingError, ring};
-use chronos_wire::{Ack, EventMeta, Ingest, Reply, RingNames, Status, Topology, tag};
+use chronos_wire::{Ack, EventMeta, Ingest, Refused, Reply, RingNames, Status, Topology, tag};
 use futures_util::StreamExt as _;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -44,8 +46,9 @@ pub struct Settings {
     /// This process's slot, `0..topology.ingests`.
     pub slot: u16,
     pub limits: Limits,
-    /// Bearer token required on `POST /ingest`, if set.
-    pub token: Option<String>,
+    /// Bearer tokens accepted on `POST /ingest` (none: no authentication).
+    /// Each is one client identity for the idempotency key.
+    pub tokens: Vec<String>,
     /// How long a request waits for its commit before answering 503.
     pub ack_timeout: Duration,
     /// `Retry-After` seconds on 503.
@@ -58,6 +61,10 @@ pub struct Settings {
     /// The file in which the orchestrator announces (with its pid) that it
     /// restored and checked the log and is sequencing.
     pub orchestrator_ready: std::path::PathBuf,
+    /// Files in which a service that refused to go on (fail closed: a
+    /// database behind the saved checkpoint, a fenced writer) writes why;
+    /// their text is the reason given in every 503.
+    pub refusal_files: Vec<std::path::PathBuf>,
 }
 
 /// Why the server could not start.
@@ -132,7 +139,7 @@ struct Shared {
     producers: Vec<Mutex<Producer>>,
     next_ring: AtomicUsize,
     next_request: AtomicU64,
-    waiters: Mutex<HashMap<u64, oneshot::Sender<Ack>>>,
+    waiters: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     /// Body memory (received plus decompressed) in KiB: a permit is held
     /// from before a body is read until it is in a ring (`max_inflight_bytes`).
     budget: Arc<Semaphore>,
@@ -140,12 +147,24 @@ struct Shared {
     status: Mutex<Option<(Instant, Status)>>,
     hashers_alive: AtomicBool,
     orchestrator_ready: AtomicBool,
+    /// Why a service refuses to go on, if one does.
+    refusal: Mutex<Option<String>>,
     metrics: Metrics,
     registry: Registry,
 }
 
+/// What the vault writer answered for a request.
+#[derive(Debug)]
+enum Answer {
+    Ack(Ack),
+    Refused(Refused),
+}
+
 /// Why the pipeline cannot commit now.
 fn not_ready(s: &Shared) -> Option<String> {
+    if let Some(reason) = s.refusal.lock().ok().and_then(|g| g.clone()) {
+        return Some(format!("refusing to write: {reason}"));
+    }
     let status = s.status.lock().ok().and_then(|g| *g);
     match status {
         None => return Some("no heartbeat from the vault writer yet".into()),
@@ -262,13 +281,37 @@ fn answer(ack: &Ack) -> Response {
     r
 }
 
-fn authorized(s: &Shared, headers: &HeaderMap) -> bool {
-    let Some(token) = &s.settings.token else { return true };
-    let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(given) = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")) else { return false };
-    // Constant-time comparison: the token is a secret.
-    given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+/// The client's identity for the idempotency key, or `None` if a token is
+/// required and the request has none of them. The identity is the token
+/// presented (hashed into the key, never stored) and the `Chronos-Client`
+/// header, which lets clients that share a token keep their bodies apart.
+fn identity(s: &Shared, headers: &HeaderMap) -> Option<Vec<u8>> {
+    let mut id = Vec::new();
+    if !s.settings.tokens.is_empty() {
+        let v = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
+        let given = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+        // Constant-time comparison with every token: they are secrets, and
+        // which one matched must not show in the timing either.
+        let mut matched = None;
+        for (i, token) in s.settings.tokens.iter().enumerate() {
+            let same = given.len() == token.len()
+                && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+            if same {
+                matched = Some(i);
+            }
+        }
+        id.extend_from_slice(s.settings.tokens[matched?].as_bytes());
+    }
+    id.push(0);
+    if let Some(client) = headers.get(CLIENT_HEADER) {
+        id.extend_from_slice(client.as_bytes());
+    }
+    Some(id)
 }
+
+/// Optional request header naming the client (a host, a Vector instance),
+/// part of the idempotency key.
+const CLIENT_HEADER: &str = "chronos-client";
 
 async fn post_ingest(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let r = ingest(&s, headers, body).await;
@@ -278,11 +321,11 @@ async fn post_ingest(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bod
 
 async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     let started = Instant::now();
-    if !authorized(s, &headers) {
+    let Some(client) = identity(s, &headers) else {
         let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token", None);
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return r;
-    }
+    };
     let limits = s.settings.limits;
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let encoding = match Encoding::from_header(header_str(header::CONTENT_ENCODING).as_deref()) {
@@ -360,7 +403,8 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     // Decompressing and splitting a large body takes milliseconds: off the reactor.
     let s2 = s.clone();
     let prepared =
-        tokio::task::spawn_blocking(move || prepare(&s2, &raw, encoding, content_type.as_deref(), permit)).await;
+        tokio::task::spawn_blocking(move || prepare(&s2, &client, &raw, encoding, content_type.as_deref(), permit))
+            .await;
     let (request, rx) = match prepared {
         Ok(Ok(Prepared::Queued { request, rx })) => (request, rx),
         Ok(Ok(Prepared::Busy(msg))) => return unavailable(s, &msg),
@@ -371,7 +415,13 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
         Err(e) => return json_error(StatusCode::INTERNAL_SERVER_ERROR, &format!("request task failed: {e}"), None),
     };
     match tokio::time::timeout(s.settings.ack_timeout, rx).await {
-        Ok(Ok(ack)) => {
+        Ok(Ok(Answer::Refused(r))) => {
+            // Refused after ingest accepted it (a stage, or a record that
+            // did not decode): a retry cannot fix it, so no 503.
+            let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            json_error(code, &r.reason, None)
+        }
+        Ok(Ok(Answer::Ack(ack))) => {
             s.metrics.ack_seconds.observe(started.elapsed().as_secs_f64());
             if !ack.replay {
                 s.metrics.events.inc_by(ack.leaf_count);
@@ -395,7 +445,7 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
 }
 
 enum Prepared {
-    Queued { request: u64, rx: oneshot::Receiver<Ack> },
+    Queued { request: u64, rx: oneshot::Receiver<Answer> },
     Busy(String),
 }
 
@@ -423,6 +473,7 @@ async fn read_body(body: Body, declared: usize, max: usize) -> Result<Vec<u8>, R
 /// `raw` and the decoded copy are gone.
 fn prepare(
     s: &Shared,
+    client: &[u8],
     raw: &[u8],
     encoding: Encoding,
     content_type: Option<&str>,
@@ -435,7 +486,7 @@ fn prepare(
     if let Some(reason) = not_ready(s) {
         return Ok(Prepared::Busy(format!("not ready: {reason}")));
     }
-    let key = body::idempotency_key(&decoded);
+    let key = body::idempotency_key(client, &decoded);
     let metas: Vec<EventMeta<'_>> =
         events.iter().map(|e| EventMeta { bytes: e.bytes, claimed_time_ns: e.claimed_time_ns }).collect();
     let len = Ingest::encoded_len(&metas);
@@ -507,6 +558,13 @@ fn announced_alive(file: &std::path::Path) -> bool {
         .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
 }
 
+fn deliver(s: &Shared, request: u64, answer: Answer) {
+    let waiter = s.waiters.lock().ok().and_then(|mut w| w.remove(&request));
+    if let Some(tx) = waiter {
+        let _ = tx.send(answer);
+    }
+}
+
 /// The ack thread: delivers answers and heartbeats from the vault writer.
 fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), RingError> {
     let mut last_check = Instant::now() - Duration::from_secs(1);
@@ -516,6 +574,10 @@ fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), Rin
                 .any(|h| ring::inspect(&s.settings.names.ingest(s.settings.slot, h)).is_ok_and(|st| st.consumer_alive));
             s.hashers_alive.store(alive, Ordering::Relaxed);
             s.orchestrator_ready.store(announced_alive(&s.settings.orchestrator_ready), Ordering::Relaxed);
+            let refusal = s.settings.refusal_files.iter().find_map(|f| std::fs::read_to_string(f).ok());
+            if let Ok(mut g) = s.refusal.lock() {
+                *g = refusal.map(|r| r.trim().to_owned());
+            }
             last_check = Instant::now();
         }
         if !acks.wait(Some(Instant::now() + Duration::from_millis(100)))? {
@@ -525,13 +587,12 @@ fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), Rin
         for rec in batch.iter() {
             match rec.tag {
                 tag::ACK => match Ack::decode(rec.tag, rec.payload) {
-                    Ok(ack) => {
-                        let waiter = s.waiters.lock().ok().and_then(|mut w| w.remove(&ack.request));
-                        if let Some(tx) = waiter {
-                            let _ = tx.send(ack);
-                        }
-                    }
+                    Ok(ack) => deliver(s, ack.request, Answer::Ack(ack)),
                     Err(e) => tracing::error!(error = %e, "undecodable ack"),
+                },
+                tag::REFUSED => match Refused::decode(rec.tag, rec.payload) {
+                    Ok(r) => deliver(s, r.reply.request, Answer::Refused(r)),
+                    Err(e) => tracing::error!(error = %e, "undecodable refusal"),
                 },
                 tag::STATUS => match Status::decode(rec.tag, rec.payload) {
                     Ok(st) => {
@@ -586,6 +647,7 @@ pub async fn serve(
         status: Mutex::new(None),
         hashers_alive: AtomicBool::new(false),
         orchestrator_ready: AtomicBool::new(false),
+        refusal: Mutex::new(None),
         metrics,
         registry,
     });

@@ -28,6 +28,15 @@ pub enum FormatError {
     /// Anything else, described.
     #[error("{what}: line {line}: {reason}")]
     Malformed { what: &'static str, line: usize, reason: String },
+    /// A proof file whose first line is the one of another hash algorithm
+    /// than the one its checkpoint's `hash` line names.
+    #[error(
+        "proof file: line 1: {} is the first line of {header} proof files, but the checkpoint says `hash {checkpoint}`, \
+         whose proof files begin with {}",
+        crate::proof::header(*header),
+        crate::proof::header(*checkpoint)
+    )]
+    ProofHeaderMismatch { header: HashAlg, checkpoint: HashAlg },
 }
 
 impl FormatError {

@@ -104,10 +104,13 @@ pub(crate) fn encode_base64(b: &[u8]) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum HashAlg {
-    /// BLAKE3 (the default: several times faster than SHA-256 without SHA-NI).
+    /// BLAKE3: several times faster than SHA-256 on processors without SHA
+    /// extensions; its proof files are Chronos's own (spec/ledger.md §9),
+    /// which C2SP tools do not read.
     Blake3,
-    /// SHA-256: the tree, checkpoints and proofs are those of RFC 6962 and
-    /// interoperate with C2SP tlog tooling and witnesses.
+    /// SHA-256, the default of `chronos init`: the tree, checkpoints and
+    /// proofs are those of RFC 6962 and C2SP tlog, so standard tooling and
+    /// witnesses verify them.
     Sha256,
     /// BLAKE3 in keyed mode with a 32-byte secret key. Verifiers need the key.
     Blake3Keyed,

@@ -1,23 +1,54 @@
-//! Offline proof files in the c2sp.org/tlog-proof@v1 format: an inclusion
-//! proof and the signed checkpoint it leads to, checkable with nothing but the
-//! log's verifier key (and, for keyed logs, the hash key).
+//! Offline proof files: an inclusion proof and the signed checkpoint it
+//! leads to, checkable with nothing but the log's verifier key (and, for
+//! keyed logs, the hash key).
 //!
 //! Chronos writes the proven leaf hash as the `extra` data (32 bytes), so a
 //! proof can be checked without the event; given the event's bytes, the
-//! verifier also checks that they hash to that leaf. For a SHA-256 log the
-//! file is exactly what other tlog-proof tools read; for other algorithms the
-//! proof lines hold hashes of the log's algorithm, named in the checkpoint.
+//! verifier also checks that they hash to that leaf.
+//!
+//! The file of a SHA-256 log is a c2sp.org/tlog-proof@v1 file byte for byte,
+//! which other tlog-proof tools read. The files of other algorithms have the
+//! same layout under a first line of Chronos's own that names the algorithm
+//! ([`header`]), so that no C2SP verifier takes their hashes for SHA-256
+//! ones. The algorithm has one source, the `hash` line of the signed
+//! checkpoint inside the file: the first line is derived from it when a file
+//! is written, and a file whose first line says otherwise is refused.
 
 use crate::checkpoint::{Checkpoint, parse_decimal};
 use crate::error::{FormatError, VerifyError};
-use crate::hash::{Hash, HashKey, TreeHasher, decode_base64_canonical, encode_base64};
-use crate::note::NoteVerifier;
+use crate::hash::{Hash, HashAlg, HashKey, TreeHasher, decode_base64_canonical, encode_base64};
+use crate::note::{Note, NoteVerifier};
 use crate::spec::{MAX_PROOF_BYTES, MAX_PROOF_HASHES};
 use crate::tree::verify_inclusion;
 
-/// First line of every proof file.
-pub const PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
+/// First line of the proof files of `sha256` logs: C2SP's own.
+pub const C2SP_PROOF_HEADER: &str = "c2sp.org/tlog-proof@v1";
 const WHAT: &str = "proof file";
+
+/// The first line of the proof files of a log hashing with `alg`
+/// (spec/ledger.md §9): [`C2SP_PROOF_HEADER`] for `sha256`, else
+/// `chronos/tlog-proof-<algorithm name>@v1`.
+pub fn header(alg: HashAlg) -> &'static str {
+    match alg {
+        HashAlg::Sha256 => C2SP_PROOF_HEADER,
+        HashAlg::Blake3 => "chronos/tlog-proof-blake3@v1",
+        HashAlg::Blake3Keyed => "chronos/tlog-proof-blake3-keyed@v1",
+        HashAlg::HmacSha256 => "chronos/tlog-proof-hmac-sha256@v1",
+    }
+}
+
+/// The algorithm whose proof files begin with `line`, if any.
+fn header_alg(line: &str) -> Option<HashAlg> {
+    HashAlg::ALL.into_iter().find(|&alg| header(alg) == line)
+}
+
+/// The algorithm the `hash` line of a signed checkpoint names, read before
+/// the signature is checked. It only chooses or checks a file's first line:
+/// [`ProofFile::verify`] hashes with what the verified checkpoint says.
+fn checkpoint_alg(note: &str) -> Result<HashAlg, FormatError> {
+    let note = Note::parse(note.as_bytes())?;
+    Ok(Checkpoint::from_body(note.text_unverified())?.hash)
+}
 
 /// A parsed proof file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,9 +83,11 @@ fn take_line<'a>(rest: &mut &'a str) -> &'a str {
 }
 
 impl ProofFile {
-    /// The file's bytes.
-    pub fn encode(&self) -> String {
-        let mut out = format!("{PROOF_HEADER}\n");
+    /// The file's bytes, under the first line of the algorithm that the
+    /// checkpoint's `hash` line names. Fails if `checkpoint` is not a signed
+    /// checkpoint (its signature is not checked here).
+    pub fn encode(&self) -> Result<String, FormatError> {
+        let mut out = format!("{}\n", header(checkpoint_alg(&self.checkpoint)?));
         if let Some(extra) = &self.extra {
             out.push_str(&format!("extra {}\n", encode_base64(extra)));
         }
@@ -65,10 +98,12 @@ impl ProofFile {
         }
         out.push('\n');
         out.push_str(&self.checkpoint);
-        out
+        Ok(out)
     }
 
-    /// Parses a proof file (the checkpoint is parsed when verified).
+    /// Parses a proof file. The checkpoint is read only for the algorithm its
+    /// `hash` line names, which must be the one of the first line; its
+    /// signature is checked by [`ProofFile::verify`].
     pub fn parse(input: &[u8]) -> Result<ProofFile, FormatError> {
         if input.len() > MAX_PROOF_BYTES {
             return Err(FormatError::TooLarge { what: WHAT, len: input.len(), max: MAX_PROOF_BYTES });
@@ -82,10 +117,9 @@ impl ProofFile {
             if rest.contains('\n') { Ok(lineno) } else { Err(bad(lineno, "unexpected end of file")) }
         };
         let n = next_line(&mut rest)?;
-        let header = take_line(&mut rest);
-        if header != PROOF_HEADER {
-            return Err(bad(n, &format!("first line must be {PROOF_HEADER}")));
-        }
+        let Some(declared) = header_alg(take_line(&mut rest)) else {
+            return Err(bad(n, &format!("first line must be {C2SP_PROOF_HEADER} or chronos/tlog-proof-<hash>@v1")));
+        };
         let mut n = next_line(&mut rest)?;
         let mut line = take_line(&mut rest);
         let mut extra = None;
@@ -112,6 +146,10 @@ impl ProofFile {
         }
         if rest.is_empty() {
             return Err(bad(lineno + 1, "no checkpoint after the proof"));
+        }
+        let named = checkpoint_alg(rest)?;
+        if named != declared {
+            return Err(FormatError::ProofHeaderMismatch { header: declared, checkpoint: named });
         }
         Ok(ProofFile { extra, index, path, checkpoint: rest.to_owned() })
     }

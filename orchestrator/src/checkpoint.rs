@@ -1,7 +1,7 @@
 //! Signing checkpoints of the committed head.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,11 @@ pub struct Signer {
     history: Arc<Mutex<History>>,
     metrics: Metrics,
     last: Option<(u64, u64)>,
+    /// When the newest checkpoint was signed, ns since the epoch (0: none).
+    signed_at: Arc<AtomicU64>,
+    saved: std::path::PathBuf,
+    epoch: u64,
+    faults: chronos_faults::Faults,
 }
 
 impl Signer {
@@ -54,6 +59,7 @@ impl Signer {
         last: Option<(u64, u64)>,
         history: Arc<Mutex<History>>,
         metrics: Metrics,
+        signed_at: Arc<AtomicU64>,
     ) -> Signer {
         Signer {
             origin: settings.origin.clone(),
@@ -62,6 +68,10 @@ impl Signer {
             history,
             metrics,
             last,
+            signed_at,
+            saved: settings.checkpoint_file.clone(),
+            epoch: settings.epoch,
+            faults: settings.faults.clone(),
         }
     }
 
@@ -71,7 +81,7 @@ impl Signer {
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             if vault.is_none() {
-                match crate::restore::connect(&url).await {
+                match crate::restore::connect(&url, self.epoch).await {
                     Ok(v) => vault = Some(v),
                     Err(e) => tracing::warn!(error = %e, "checkpoint signer cannot reach the database"),
                 }
@@ -79,10 +89,10 @@ impl Signer {
             if let Some(v) = vault.as_mut() {
                 match self.sign_committed(v).await {
                     Ok(()) => {}
-                    Err(e @ VaultError::Corrupt { .. }) => {
+                    Err(e) if !e.is_transient() => {
                         let detail = serde_json::json!({ "reason": e.to_string() }).to_string();
                         let _ = v.audit("orchestrator", "checkpoint_refused", &detail).await;
-                        tracing::error!(error = %e, "not signing: the committed head contradicts the sequencer");
+                        tracing::error!(error = %e, "not signing; stopping the orchestrator");
                         return Err(e);
                     }
                     Err(e) => {
@@ -132,7 +142,17 @@ impl Signer {
             time: TrustedTime { time: TimeNs(now), uncertainty_ns: 0, source: TimeSource::local() },
         };
         let note = cp.sign(&self.signer).map_err(|e| VaultError::Corrupt { seq, reason: format!("signing: {e}") })?;
+        // Outside the database first: a restore of the database to before
+        // this checkpoint is then refused at start instead of forked.
+        crate::saved::write(&self.saved, &note).map_err(|e| VaultError::Corrupt {
+            seq,
+            reason: format!("cannot save the checkpoint to {}: {e}", self.saved.display()),
+        })?;
+        if self.faults.check("checkpoint.before-store").is_err() {
+            return Err(VaultError::Corrupt { seq, reason: "injected fault (checkpoint.before-store)".into() });
+        }
         vault.store_checkpoint(size, seq, &note).await?;
+        self.signed_at.store(now, Ordering::Relaxed);
         self.last = Some((size, seq));
         self.metrics.checkpoints.inc();
         tracing::debug!(seq, size, "checkpoint signed");

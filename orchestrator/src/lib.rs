@@ -24,15 +24,16 @@
 
 pub mod checkpoint;
 pub mod restore;
+pub mod saved;
 pub mod stages;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chronos_ipc::{Consumer, Producer, PushError, RingError, RingSet, ring};
 use chronos_ledger::{Hash, NoteSigner, TreeHasher};
-use chronos_wire::{Duplicate, Hashed, RingNames, Sequenced, Topology, tag};
+use chronos_wire::{Duplicate, Hashed, Refused, RingNames, Sequenced, Topology, tag};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -56,8 +57,20 @@ pub struct Settings {
     pub checkpoint_interval: Duration,
     /// How long a body's idempotency key is remembered.
     pub key_window: Duration,
+    /// Most idempotency keys remembered at once (older ones are forgotten
+    /// first, before their window ends, and counted).
+    pub key_limit: usize,
     /// Written with our pid once restored and sequencing; removed at exit.
     pub ready_file: std::path::PathBuf,
+    /// The newest signed checkpoint, kept outside the database: written
+    /// (atomically, fsynced) before each checkpoint is stored, and checked
+    /// at start, so a database restored from a backup is refused instead of
+    /// being extended into a fork ([`saved`]).
+    pub checkpoint_file: std::path::PathBuf,
+    /// The writer lease's epoch taken by `chronos up` ([`chronos_vault::lease`]).
+    pub epoch: u64,
+    /// Fault injection at the crash boundaries (tests only).
+    pub faults: chronos_faults::Faults,
 }
 
 /// Why the orchestrator stopped.
@@ -78,6 +91,13 @@ pub enum OrchestratorError {
     Refused(String),
     #[error("stage: {0}")]
     Stage(#[from] StageError),
+    /// The checkpoint signer stopped: the process stops too, so that the
+    /// supervisor restarts both (sequencing without signing is not allowed).
+    #[error("the checkpoint signer stopped: {0}")]
+    Signer(String),
+    /// A fault injected by a test.
+    #[error("{0}")]
+    Injected(#[from] chronos_faults::Injected),
 }
 
 /// Counters served on `/metrics`.
@@ -90,6 +110,13 @@ pub struct Metrics {
     pub checkpoints: Counter,
     pub seq: Gauge,
     pub tree_size: Gauge,
+    /// Seconds since the newest signed checkpoint was signed.
+    pub checkpoint_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Idempotency keys remembered now.
+    pub keys: Gauge,
+    /// Keys forgotten before their window ended because the window held
+    /// `pipeline.key_window_max_keys`.
+    pub keys_evicted: Counter,
 }
 
 impl Metrics {
@@ -105,6 +132,21 @@ impl Metrics {
         r.register("chronos_orchestrator_checkpoints", "Checkpoints signed", self.checkpoints.clone());
         r.register("chronos_orchestrator_seq", "Seq of the last sequenced batch", self.seq.clone());
         r.register("chronos_orchestrator_tree_size", "Leaves sequenced", self.tree_size.clone());
+        r.register(
+            "chronos_orchestrator_checkpoint_age_seconds",
+            "Seconds since the newest signed checkpoint was signed",
+            self.checkpoint_age.clone(),
+        );
+        r.register(
+            "chronos_orchestrator_idempotency_keys",
+            "Idempotency keys remembered now (bounded by pipeline.key_window_max_keys)",
+            self.keys.clone(),
+        );
+        r.register(
+            "chronos_orchestrator_idempotency_keys_evicted",
+            "Keys forgotten before their window ended, to stay within pipeline.key_window_max_keys",
+            self.keys_evicted.clone(),
+        );
     }
 }
 
@@ -182,7 +224,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     }
     let restored = rt.block_on(restore::restore(settings))?;
     let history = Arc::new(Mutex::new(History::new(restored.head, restored.root)));
-    let mut spine = restore::spine(settings, &restored);
+    let mut spine = restore::spine(settings, &restored, metrics);
     metrics.seq.set(restored.head.seq as i64);
     metrics.tree_size.set(restored.head.size as i64);
     tracing::info!(
@@ -192,7 +234,14 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         "orchestrator ready"
     );
 
-    let signer = checkpoint::Signer::new(settings, restored.last_signed, history.clone(), metrics.clone());
+    let signed_at = Arc::new(AtomicU64::new(restored.last_signed.map_or(0, |l| l.time_ns)));
+    let signer = checkpoint::Signer::new(
+        settings,
+        restored.last_signed.map(|l| (l.size, l.seq)),
+        history.clone(),
+        metrics.clone(),
+        signed_at.clone(),
+    );
     let cp_stop = Arc::new(AtomicBool::new(false));
     let cp = {
         let cp_stop = cp_stop.clone();
@@ -211,7 +260,9 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     if let Err(e) = announced {
         tracing::warn!(file = %settings.ready_file.display(), error = %e, "cannot announce readiness");
     }
-    let result = sequence_loop(&mut spine, &mut inputs, &mut output, &history, stop, metrics);
+    let mut out = Output { ring: &mut output, stop, faults: &settings.faults };
+    let watch = Watch { signer: &cp, signed_at: &signed_at, metrics };
+    let result = sequence_loop(&mut spine, &mut inputs, &mut out, &history, &watch);
     let _ = std::fs::remove_file(&settings.ready_file);
     if result.is_ok() {
         // Final checkpoint: once the vault writer committed all we handed on.
@@ -223,38 +274,89 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         }
     }
     cp_stop.store(true, Ordering::Relaxed);
-    match cp.join() {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "checkpoint signer failed"),
-        Err(_) => tracing::error!("checkpoint signer panicked"),
+    let signer_result = match cp.join() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(OrchestratorError::Signer(e.to_string())),
+        Err(_) => Err(OrchestratorError::Signer("it panicked".into())),
+    };
+    result.and(signer_result)
+}
+
+/// The sequenced ring, with what a push needs.
+struct Output<'a> {
+    ring: &'a mut Producer,
+    stop: &'a AtomicBool,
+    faults: &'a chronos_faults::Faults,
+}
+
+/// What the sequencing loop watches besides its input.
+struct Watch<'a> {
+    signer: &'a std::thread::JoinHandle<Result<(), chronos_vault::store::VaultError>>,
+    signed_at: &'a AtomicU64,
+    metrics: &'a Metrics,
+}
+
+impl Watch<'_> {
+    /// Fails once the checkpoint signer has stopped on its own: sequencing
+    /// without signing would grow a log nobody can check.
+    fn check(&self) -> Result<(), OrchestratorError> {
+        if self.signer.is_finished() {
+            return Err(OrchestratorError::Signer("its thread ended (see the error above)".into()));
+        }
+        let at = self.signed_at.load(Ordering::Relaxed);
+        if at > 0 {
+            let age = crate::stages::now_ns().saturating_sub(at);
+            self.metrics.checkpoint_age.set(age as f64 / 1e9);
+        }
+        Ok(())
     }
-    result
 }
 
 fn sequence_loop(
     spine: &mut Spine,
     inputs: &mut RingSet,
-    output: &mut Producer,
+    out: &mut Output<'_>,
     history: &Mutex<History>,
-    stop: &AtomicBool,
-    metrics: &Metrics,
+    watch: &Watch<'_>,
 ) -> Result<(), OrchestratorError> {
-    while !stop.load(Ordering::Relaxed) {
+    let metrics = watch.metrics;
+    while !out.stop.load(Ordering::Relaxed) {
+        watch.check()?;
         if !inputs.wait(Some(Instant::now() + Duration::from_millis(200)))? {
             continue;
         }
         let Some((ring, batch)) = inputs.poll(256)? else { continue };
         for rec in batch.iter() {
+            if rec.tag == tag::REFUSED {
+                // A hasher refused it: on to the vault writer, which answers.
+                if !push(out, tag::REFUSED, rec.payload.len(), |buf| buf.copy_from_slice(rec.payload))? {
+                    return Ok(());
+                }
+                continue;
+            }
             let input = match Hashed::decode(rec.tag, rec.payload) {
                 Ok(i) => i,
                 Err(e) => {
                     metrics.rejected.inc();
-                    tracing::error!(ring, ring_seq = rec.seq, error = %e, "dropping a hashed record that does not decode");
+                    tracing::error!(ring, ring_seq = rec.seq, error = %e, "refusing a hashed record that does not decode");
+                    if let Some(reply) = chronos_wire::peek_reply(rec.payload) {
+                        let reason =
+                            format!("the pipeline could not decode this body's record ({e}); nothing was stored");
+                        if !refuse(out, Refused::new(reply, 422, &reason))? {
+                            return Ok(());
+                        }
+                    }
                     continue;
                 }
             };
             let mut c = Candidate::new(input);
-            match spine.apply(&mut c)? {
+            // An injected refusal stands in for the first stage's, before
+            // any stage changed its state.
+            let verdict = match out.faults.check("orchestrator.reject") {
+                Err(e) => Verdict::Reject(e.to_string()),
+                Ok(()) => spine.apply(&mut c)?,
+            };
+            match verdict {
                 Verdict::Continue => {
                     let decided = Sequenced {
                         seq: c.seq,
@@ -265,17 +367,23 @@ fn sequence_loop(
                         chain: c.chain.map_or([0; 32], |h| h.0),
                         nodes: std::mem::take(&mut c.nodes),
                     };
-                    let len = decided.encoded_len(input.raw().len());
-                    if !push(output, tag::SEQUENCED, len, stop, |buf| decided.encode(buf, input.raw()))? {
-                        return Ok(());
-                    }
-                    spine.passed(&c);
                     let size = c.first_leaf + input.len() as u64;
                     let root = c.tree_root.unwrap_or(Hash([0; 32]));
-                    // The mutex is shared with the checkpoint thread only.
+                    // Recorded for the checkpoint signer *before* the batch
+                    // can reach the vault writer: the signer must never see
+                    // a committed batch it does not know (it would take that
+                    // for tampering). An entry whose push never happens is
+                    // never committed, and so never looked up.
                     if let Ok(mut h) = history.lock() {
                         h.push(c.seq, size, root, Hash(decided.chain));
                     }
+                    out.faults.check("orchestrator.before-publish")?;
+                    let len = decided.encoded_len(input.raw().len());
+                    if !push(out, tag::SEQUENCED, len, |buf| decided.encode(buf, input.raw()))? {
+                        return Ok(());
+                    }
+                    out.faults.check("orchestrator.after-publish")?;
+                    spine.passed(&c);
                     metrics.batches.inc();
                     metrics.events.inc_by(input.len() as u64);
                     metrics.seq.set(c.seq as i64);
@@ -283,13 +391,25 @@ fn sequence_loop(
                 }
                 Verdict::Duplicate(d) => {
                     metrics.duplicates.inc();
-                    if !push(output, tag::DUPLICATE, Duplicate::LEN, stop, |buf| buf.copy_from_slice(&d.encode()))? {
+                    if !push(out, tag::DUPLICATE, Duplicate::LEN, |buf| buf.copy_from_slice(&d.encode()))? {
                         return Ok(());
                     }
+                }
+                Verdict::Reject(_) if c.seq != 0 => {
+                    // A seq was given out: refusing now would leave a gap
+                    // in the chain. Stop; the successor restores from the
+                    // database, where that seq was never used.
+                    return Err(
+                        StageError::OutOfOrder { stage: "a refusing stage", needs: "to run before sequence" }.into()
+                    );
                 }
                 Verdict::Reject(reason) => {
                     metrics.rejected.inc();
                     tracing::error!(reason, "stage refused a batch");
+                    let reason = format!("refused by the sequencer: {reason}; nothing was stored");
+                    if !refuse(out, Refused::new(input.reply, 422, &reason))? {
+                        return Ok(());
+                    }
                 }
             }
         }
@@ -298,18 +418,19 @@ fn sequence_loop(
     Ok(())
 }
 
+/// Hands a refusal to the vault writer, which answers the client at once
+/// and leaves an audit event.
+fn refuse(out: &mut Output<'_>, r: Refused) -> Result<bool, OrchestratorError> {
+    push(out, tag::REFUSED, r.encoded_len(), |buf| r.encode(buf))
+}
+
 /// Writes one record, waiting while the ring is full. `Ok(false)`: asked
 /// to stop while it stayed full (nothing of the current poll is released).
-fn push(
-    output: &mut Producer,
-    tag: u32,
-    len: usize,
-    stop: &AtomicBool,
-    fill: impl FnOnce(&mut [u8]),
-) -> Result<bool, OrchestratorError> {
+fn push(out: &mut Output<'_>, tag: u32, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<bool, OrchestratorError> {
+    let stop = out.stop;
     let mut fill = Some(fill);
     loop {
-        match output.reserve(tag, len, Instant::now() + Duration::from_millis(200)) {
+        match out.ring.reserve(tag, len, Instant::now() + Duration::from_millis(200)) {
             Ok(mut grant) => {
                 if let Some(f) = fill.take() {
                     f(grant.payload_mut());

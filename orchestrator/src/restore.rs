@@ -16,14 +16,23 @@ pub struct Restored {
     pub root: Hash,
     pub range: CompactRange,
     pub keys: Vec<RecentKey>,
-    /// (tree size, chain seq) of the latest signed checkpoint.
-    pub last_signed: Option<(u64, u64)>,
+    /// The latest signed checkpoint (in the database or saved outside it).
+    pub last_signed: Option<LastSigned>,
     /// Time of the newest batch, ns.
     pub last_time: u64,
 }
 
-/// Connects, migrates and wraps a vault.
-pub async fn connect(url: &str) -> Result<Vault, chronos_vault::store::VaultError> {
+/// The newest checkpoint known at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastSigned {
+    pub size: u64,
+    pub seq: u64,
+    /// Its time, ns since the epoch.
+    pub time_ns: u64,
+}
+
+/// Connects, migrates and wraps a vault whose commits are fenced by `epoch`.
+pub async fn connect(url: &str, epoch: u64) -> Result<Vault, chronos_vault::store::VaultError> {
     let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -33,7 +42,7 @@ pub async fn connect(url: &str) -> Result<Vault, chronos_vault::store::VaultErro
     schema::migrate(&mut client)
         .await
         .map_err(|e| chronos_vault::store::VaultError::Corrupt { seq: 0, reason: format!("schema: {e}") })?;
-    Ok(Vault::new(client))
+    Ok(Vault::new(client).fenced(epoch))
 }
 
 async fn refuse(vault: &mut Vault, kind: &str, reason: String) -> OrchestratorError {
@@ -49,7 +58,13 @@ async fn refuse(vault: &mut Vault, kind: &str, reason: String) -> OrchestratorEr
 /// latest signed checkpoint (signature, and that the stored log is that
 /// checkpoint or extends it).
 pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError> {
-    let mut vault = connect(&settings.database_url).await?;
+    let mut vault = connect(&settings.database_url, settings.epoch).await?;
+    if let Err(e) = chronos_vault::lease::check(vault.client(), settings.epoch).await {
+        return Err(match e {
+            e @ chronos_vault::store::VaultError::Fenced { .. } => refuse(&mut vault, "fenced", e.to_string()).await,
+            e => e.into(),
+        });
+    }
     let hasher = &settings.hasher;
     let genesis = ChainHead::genesis(hasher, &settings.origin);
     vault
@@ -67,10 +82,10 @@ pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError>
     };
     let range = tiles::compact_range(vault.client(), hasher, head.size).await?;
     let root = range.root(hasher);
-    let last_signed = match vault.latest_checkpoint().await? {
+    let verifier = settings.signer.verifier();
+    let stored = match vault.latest_checkpoint().await? {
         None => None,
         Some(note) => {
-            let verifier = settings.signer.verifier();
             let cp = match Checkpoint::open(note.as_bytes(), &verifier) {
                 Ok((cp, _)) => cp,
                 Err(e) => {
@@ -80,9 +95,57 @@ pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError>
             if let Err(reason) = check_against(&mut vault, settings, &cp, &head, &root, &genesis).await? {
                 return Err(refuse(&mut vault, "checkpoint_mismatch", reason).await);
             }
-            Some((cp.size, cp.chain_seq))
+            Some((cp, note))
         }
     };
+    // The checkpoint saved outside the database: the database must extend
+    // it, or it was restored from a backup older than what was signed.
+    let file = &settings.checkpoint_file;
+    let saved = match crate::saved::read(file) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = format!("cannot read the saved checkpoint {}: {e}", file.display());
+            return Err(refuse(&mut vault, "saved_checkpoint_unreadable", reason).await);
+        }
+    };
+    let saved = match saved {
+        None => None,
+        Some(note) => match Checkpoint::open(note.as_bytes(), &verifier) {
+            Ok((cp, _)) if cp.origin == settings.origin => Some(cp),
+            Ok((cp, _)) => {
+                let reason = format!(
+                    "the saved checkpoint {} is of log {:?}, not {:?}: this data directory belongs to another log",
+                    file.display(),
+                    cp.origin,
+                    settings.origin
+                );
+                return Err(refuse(&mut vault, "saved_checkpoint_foreign", reason).await);
+            }
+            Err(e) => {
+                let reason = format!("the saved checkpoint {} does not verify with the log's key: {e}", file.display());
+                return Err(refuse(&mut vault, "saved_checkpoint_unreadable", reason).await);
+            }
+        },
+    };
+    if let Some(cp) = &saved
+        && let Err(reason) = extends_saved(&mut vault, settings, cp, &head, &root).await?
+    {
+        return Err(refuse(&mut vault, "database_behind_saved_checkpoint", reason).await);
+    }
+    // Keep the file at least as new as the database's newest checkpoint
+    // (a new data directory, or a file lost with an old disk).
+    if let Some((cp, note)) = &stored
+        && saved.as_ref().is_none_or(|s| s.size < cp.size)
+        && let Err(e) = crate::saved::write(file, note)
+    {
+        let reason = format!("cannot save the checkpoint to {}: {e}", file.display());
+        return Err(refuse(&mut vault, "saved_checkpoint_unwritable", reason).await);
+    }
+    let last_signed = [stored.map(|s| s.0), saved]
+        .into_iter()
+        .flatten()
+        .max_by_key(|cp| cp.size)
+        .map(|cp| LastSigned { size: cp.size, seq: cp.chain_seq, time_ns: cp.time.time.0 });
     let keys = vault.recent_keys(settings.key_window).await?;
     let last_time: Option<i64> = vault
         .client()
@@ -138,11 +201,72 @@ async fn check_against(
     Ok(Ok(()))
 }
 
+/// `Ok(Err(reason))` unless the stored log extends the saved checkpoint
+/// `cp`: its batch `cp.chain_seq` has `cp`'s chain value, and a
+/// consistency proof from the tiles leads from `cp`'s root to the stored
+/// head's.
+async fn extends_saved(
+    vault: &mut Vault,
+    settings: &Settings,
+    cp: &Checkpoint,
+    head: &ChainHead,
+    root: &Hash,
+) -> Result<Result<(), String>, OrchestratorError> {
+    let file = settings.checkpoint_file.display();
+    if cp.hash != settings.hasher.alg() {
+        return Ok(Err(format!(
+            "the saved checkpoint {file} uses {}, the log {}",
+            cp.hash.name(),
+            settings.hasher.alg().name()
+        )));
+    }
+    if cp.chain_seq > head.seq || cp.size > head.size {
+        return Ok(Err(format!(
+            "the database is behind the checkpoint saved outside it ({file}: tree size {}, batch {}; the database holds \
+             tree size {}, batch {}): it was restored from an older backup or rolled back. Signing now would fork the \
+             log (re-use leaf indices already answered). See README \"When the database is behind the saved checkpoint\"",
+            cp.size, cp.chain_seq, head.size, head.seq
+        )));
+    }
+    let chain = if cp.chain_seq == 0 {
+        Some(ChainHead::genesis(&settings.hasher, &settings.origin).hash)
+    } else {
+        vault.batch_chain(cp.chain_seq).await?.map(|(c, _)| c)
+    };
+    if chain != Some(cp.chain_hash) {
+        return Ok(Err(format!(
+            "batch {} differs from the one the checkpoint saved in {file} signed: the database holds another history",
+            cp.chain_seq
+        )));
+    }
+    let h = &settings.hasher;
+    let consistent = if cp.size == 0 {
+        true
+    } else {
+        let plan = chronos_ledger::tree::consistency_plan(cp.size, head.size)
+            .map_err(|e| OrchestratorError::Refused(format!("consistency plan: {e}")))?;
+        let set = tiles::fetch(vault.client(), h, plan.node_ids()).await?;
+        let proof = chronos_ledger::tree::NodeSource::nodes(&set, plan.node_ids())
+            .ok()
+            .and_then(|nodes| plan.assemble(h, &nodes).ok());
+        proof.is_some_and(|p| {
+            chronos_ledger::tree::verify_consistency(h, cp.size, head.size, &cp.root, root, &p).is_ok()
+        })
+    };
+    if !consistent {
+        return Ok(Err(format!(
+            "the stored tree (size {}) does not extend the checkpoint saved in {file} (size {}): no consistency proof",
+            head.size, cp.size
+        )));
+    }
+    Ok(Ok(()))
+}
+
 /// The spine for a restored state.
-pub fn spine(settings: &Settings, r: &Restored) -> Spine {
+pub fn spine(settings: &Settings, r: &Restored, metrics: &crate::Metrics) -> Spine {
     let max_events = usize::try_from(settings.topology.max_events).unwrap_or(usize::MAX);
     Spine::new(vec![
-        Box::new(Validate::new(settings.key_window, max_events, &r.keys)),
+        Box::new(Validate::new(settings.key_window, settings.key_limit, max_events, &r.keys, metrics.clone())),
         Box::new(Sequence::new(&r.head)),
         Box::new(Timestamp::new(r.last_time)),
         Box::new(Chain::new(settings.hasher.clone(), r.head)),

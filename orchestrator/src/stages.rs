@@ -53,7 +53,8 @@ pub enum Verdict {
     Continue,
     /// Already sequenced: answer with the first answer, store nothing.
     Duplicate(Duplicate),
-    /// Refused (the batch is dropped and logged; its request times out).
+    /// Refused: nothing is stored; the client is answered 422 with the
+    /// reason at once and an audit event is left.
     Reject(String),
 }
 
@@ -88,18 +89,33 @@ struct Seen {
 }
 
 /// Refuses malformed batches and answers bodies seen within the window.
+///
+/// The guarantee: a body whose idempotency key (its client's identity and
+/// its bytes, see ingest's `body::idempotency_key`) was sequenced less than
+/// `window` ago, and is among the newest `limit` keys, gets the first
+/// answer and is stored once; past that it is stored again (at least
+/// once). Memory is bounded by `limit` keys (about 100 bytes each).
 #[derive(Debug)]
 pub struct Validate {
     window: Duration,
+    limit: usize,
     max_events: usize,
     seen: HashMap<[u8; 32], Seen>,
     order: VecDeque<(Instant, [u8; 32])>,
+    metrics: crate::Metrics,
 }
 
 impl Validate {
-    /// `recent`: keys already committed, with their age.
-    pub fn new(window: Duration, max_events: usize, recent: &[chronos_vault::store::RecentKey]) -> Validate {
-        let mut v = Validate { window, max_events, seen: HashMap::new(), order: VecDeque::new() };
+    /// `recent`: keys already committed, with their age, oldest first.
+    pub fn new(
+        window: Duration,
+        limit: usize,
+        max_events: usize,
+        recent: &[chronos_vault::store::RecentKey],
+        metrics: crate::Metrics,
+    ) -> Validate {
+        let mut v =
+            Validate { window, limit: limit.max(1), max_events, seen: HashMap::new(), order: VecDeque::new(), metrics };
         let now = Instant::now();
         for k in recent {
             let at = now.checked_sub(k.age).unwrap_or(now);
@@ -109,8 +125,15 @@ impl Validate {
     }
 
     fn remember(&mut self, at: Instant, key: [u8; 32], seen: Seen) {
+        while self.order.len() >= self.limit {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.seen.remove(&old);
+                self.metrics.keys_evicted.inc();
+            }
+        }
         self.seen.insert(key, seen);
         self.order.push_back((at, key));
+        self.metrics.keys.set(self.seen.len() as i64);
     }
 
     fn expire(&mut self, now: Instant) {
@@ -121,6 +144,7 @@ impl Validate {
             self.order.pop_front();
             self.seen.remove(&key);
         }
+        self.metrics.keys.set(self.seen.len() as i64);
     }
 
     /// Keys remembered.

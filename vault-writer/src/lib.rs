@@ -31,7 +31,7 @@ use chronos_ipc::{Consumer, Producer, PushError, RingError, ring};
 use chronos_ledger::payload::EventRef;
 use chronos_ledger::{BatchHeader, ChainHead, Hash, NodeId, TimeNs, TimeSource, TreeHasher, TrustedTime};
 use chronos_vault::store::{BatchRecord, Vault, VaultError};
-use chronos_wire::{Ack, Duplicate, RingNames, Sequenced, Status, Topology, tag};
+use chronos_wire::{Ack, Duplicate, Refused, RingNames, Sequenced, Status, Topology, tag};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -60,7 +60,15 @@ pub struct Settings {
     pub flush: FlushLimits,
     /// Idempotency keys older than this are deleted.
     pub key_window: Duration,
+    /// The writer lease's epoch taken by `chronos up`: every commit checks
+    /// that the log is still ours ([`chronos_vault::lease`]).
+    pub epoch: u64,
+    /// Fault injection at the crash boundaries (tests only).
+    pub faults: chronos_faults::Faults,
 }
+
+/// Most audit events of refused bodies written per minute.
+pub const AUDIT_PER_MINUTE: u32 = 60;
 
 /// Why the vault writer stopped.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +96,8 @@ pub struct Metrics {
     pub acks_dropped: Counter,
     pub committed_seq: Gauge,
     pub db_up: Gauge,
+    /// Leaves whose `logs` rows are still being restored after a crash.
+    pub rebuild_remaining: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +112,7 @@ impl Default for Metrics {
             acks_dropped: Counter::default(),
             committed_seq: Gauge::default(),
             db_up: Gauge::default(),
+            rebuild_remaining: Gauge::default(),
         }
     }
 }
@@ -125,11 +136,29 @@ impl Metrics {
         );
         r.register("chronos_vault_writer_committed_seq", "Highest committed batch seq", self.committed_seq.clone());
         r.register(
+            "chronos_vault_writer_logs_rebuild_remaining",
+            "Leaves whose logs rows are still being restored from the batches after a PostgreSQL crash",
+            self.rebuild_remaining.clone(),
+        );
+        r.register(
             "chronos_vault_writer_database_up",
             "1 when the last database operation succeeded",
             self.db_up.clone(),
         );
     }
+}
+
+/// What an ingest request is told.
+enum Answer {
+    Ack(Ack),
+    Refused(Refused),
+}
+
+/// What a committed flush leaves to do.
+struct Flushed {
+    answers: Vec<(u16, Answer)>,
+    /// Reasons of the refused bodies, for the audit trail.
+    refusals: Vec<String>,
 }
 
 /// A record copied out of the ring, awaiting its flush.
@@ -147,6 +176,38 @@ struct Writer<'s> {
     acks: Vec<Producer>,
     db_ok: bool,
     seq_ring: String,
+    audit_limit: RateLimit,
+    /// The background restore of `logs` rows lost in a PostgreSQL crash.
+    rebuild: Option<std::thread::JoinHandle<Result<(), VaultError>>>,
+}
+
+/// At most `per_minute` admissions a minute; counts the rest.
+#[derive(Debug)]
+struct RateLimit {
+    per_minute: u32,
+    window: Instant,
+    admitted: u32,
+    skipped: u64,
+}
+
+impl RateLimit {
+    fn new(per_minute: u32) -> RateLimit {
+        RateLimit { per_minute, window: Instant::now(), admitted: 0, skipped: 0 }
+    }
+
+    /// `Some(skipped since the last admission)` if admitted now.
+    fn admit(&mut self) -> Option<u64> {
+        if self.window.elapsed() >= Duration::from_secs(60) {
+            self.window = Instant::now();
+            self.admitted = 0;
+        }
+        if self.admitted >= self.per_minute {
+            self.skipped += 1;
+            return None;
+        }
+        self.admitted += 1;
+        Some(std::mem::take(&mut self.skipped))
+    }
 }
 
 fn now_ns() -> u64 {
@@ -176,7 +237,17 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         ring::open_or_create(&name, g.capacity, g.max_record)?;
         acks.push(Producer::attach(&name)?);
     }
-    let mut w = Writer { s: settings, metrics, vault: None, head: None, acks, db_ok: false, seq_ring };
+    let mut w = Writer {
+        s: settings,
+        metrics,
+        vault: None,
+        head: None,
+        acks,
+        db_ok: false,
+        seq_ring,
+        audit_limit: RateLimit::new(AUDIT_PER_MINUTE),
+        rebuild: None,
+    };
     let mut pending: Vec<Pending> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut first_at = Instant::now();
@@ -187,6 +258,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     let mut waited_since: Option<Instant> = None;
     let mut last_beat = Instant::now() - Duration::from_secs(1);
     let mut last_prune = Instant::now();
+    let mut last_ping = Instant::now();
     let mut backoff = Duration::from_millis(100);
     let mut down_since: Option<Instant> = None;
     loop {
@@ -217,9 +289,26 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
                 }
             }
         }
+        if let Err(reason) = w.check_rebuild() {
+            rt.block_on(w.audit("logs_rebuild_refused", &reason));
+            return Err(VaultWriterError::Refused(reason));
+        }
         if last_prune.elapsed() >= Duration::from_secs(60) {
             rt.block_on(w.prune());
             last_prune = Instant::now();
+        }
+        // An idle connection learns that PostgreSQL restarted only when it
+        // is used: ask, so heartbeats tell the truth and a crash's `logs`
+        // rebuild starts without waiting for the next request.
+        if pending.is_empty() && last_ping.elapsed() >= Duration::from_secs(1) {
+            last_ping = Instant::now();
+            if let Err(e) = rt.block_on(w.ping()) {
+                tracing::warn!(error = %e, "database connection lost; reconnecting");
+                w.vault = None;
+                w.db_ok = false;
+                metrics.db_up.set(0);
+                continue;
+            }
         }
         // Gather.
         let full = pending.len() >= settings.flush.max_batches || pending_bytes >= settings.flush.max_bytes;
@@ -250,13 +339,22 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         // Flush.
         let flush_started = Instant::now();
         match rt.block_on(w.flush(&pending)) {
-            Ok(answers) => {
+            Ok(flushed) => {
                 // Committed: the records can go, and their requests be answered.
                 input.release();
-                w.answer(&answers);
+                w.answer(&flushed.answers);
+                if !flushed.refusals.is_empty() {
+                    rt.block_on(w.audit_refusals(&flushed.refusals));
+                }
                 pending.clear();
                 pending_bytes = 0;
                 waited_since = input.has_records()?.then_some(flush_started);
+            }
+            Err(FlushError::Injected(e)) => {
+                // As a real failure would: reconnect, re-read the head, retry.
+                metrics.commit_failures.inc();
+                tracing::warn!(error = %e, "commit failed (injected); will reconnect and retry");
+                w.vault = None;
             }
             Err(FlushError::Unavailable(e)) => {
                 metrics.commit_failures.inc();
@@ -276,14 +374,15 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
 enum FlushError {
     Unavailable(VaultError),
     Refused(String),
+    Injected(chronos_faults::Injected),
 }
 
 impl From<VaultError> for FlushError {
+    /// By SQLSTATE ([`VaultError::is_transient`]): a broken connection is
+    /// retried; a constraint violation (another writer's batch at our seq)
+    /// or a fenced epoch is a refusal that stops the writer and alerts.
     fn from(e: VaultError) -> FlushError {
-        match e {
-            VaultError::Database(_) => FlushError::Unavailable(e),
-            other => FlushError::Refused(other.to_string()),
-        }
+        if e.is_transient() { FlushError::Unavailable(e) } else { FlushError::Refused(e.to_string()) }
     }
 }
 
@@ -300,43 +399,25 @@ impl Writer<'_> {
         if let Err(e) = chronos_vault::schema::migrate(&mut client).await {
             return Err(VaultWriterError::Unavailable(format!("schema: {e}")));
         }
-        let mut vault = Vault::new(client);
+        let mut vault = Vault::new(client).fenced(self.s.epoch);
         let head = vault.head().await.map_err(db_err)?;
         let head = match head {
             Some((seq, hash, size)) => ChainHead { seq, hash, size },
             None => ChainHead::genesis(&self.s.hasher, &self.s.origin),
         };
-        if vault.logs_need_rebuild().await.map_err(db_err)? {
-            tracing::warn!("the logs table lacks rows the batches table holds (PostgreSQL crashed?): rebuilding it");
-            let started = Instant::now();
-            let mut last_report = Instant::now();
-            let done = vault
-                .rebuild_logs(&self.s.hasher, |p| {
-                    if last_report.elapsed() >= Duration::from_secs(1) {
-                        tracing::info!(
-                            batches = p.batches_done,
-                            of = p.batches_total,
-                            leaves = p.leaves_done,
-                            "rebuilding logs"
-                        );
-                        last_report = Instant::now();
-                    }
-                })
-                .await;
-            match done {
-                Ok(p) => tracing::info!(
-                    batches = p.batches_done,
-                    leaves = p.leaves_done,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "logs table rebuilt"
-                ),
-                Err(e @ VaultError::Database(_)) => return Err(db_err(e)),
-                Err(e) => {
-                    let detail = serde_json::json!({ "reason": e.to_string() }).to_string();
-                    let _ = vault.audit("vault_writer", "rebuild_refused", &detail).await;
-                    return Err(VaultWriterError::Refused(format!("rebuilding logs: {e}")));
-                }
-            }
+        match chronos_vault::lease::check(vault.client(), self.s.epoch).await {
+            Ok(()) => {}
+            Err(e @ VaultError::Fenced { .. }) => return Err(VaultWriterError::Refused(e.to_string())),
+            Err(e) => return Err(db_err(e)),
+        }
+        // Rows of `logs` lost in a PostgreSQL crash are restored in the
+        // background: `batches` is the truth and new batches do not need
+        // the old rows, so commits go on meanwhile (above the gap, which
+        // `logs_gap` records before anything is committed).
+        if let Some((from, to)) = vault.logs_gap().await.map_err(db_err)?
+            && self.rebuild.as_ref().is_none_or(|h| h.is_finished())
+        {
+            self.start_rebuild(from, to)?;
         }
         tracing::info!(seq = head.seq, size = head.size, "vault writer connected");
         self.metrics.committed_seq.set(head.seq as i64);
@@ -345,6 +426,54 @@ impl Writer<'_> {
         self.vault = Some(vault);
         self.db_ok = true;
         Ok(())
+    }
+
+    /// Starts restoring `logs` rows `[from, to)` on a thread of its own
+    /// with its own connection; it retries through database outages and
+    /// ends with an error only when a stored batch contradicts itself.
+    fn start_rebuild(&mut self, from: u64, to: u64) -> Result<(), VaultWriterError> {
+        tracing::warn!(
+            from,
+            to,
+            "the logs table lacks these leaves' rows (PostgreSQL crashed?): restoring them in the background"
+        );
+        let (url, hasher, gauge) =
+            (self.s.database_url.clone(), self.s.hasher.clone(), self.metrics.rebuild_remaining.clone());
+        let faults = self.s.faults.clone();
+        gauge.set((to - from) as i64);
+        let thread = std::thread::Builder::new().name("logs-rebuild".into()).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| VaultError::Range(e.to_string()))?;
+            rt.block_on(rebuild(&url, &hasher, &gauge, &faults))
+        });
+        match thread {
+            Ok(h) => {
+                self.rebuild = Some(h);
+                Ok(())
+            }
+            Err(e) => Err(VaultWriterError::Refused(format!("cannot start the logs rebuild thread: {e}"))),
+        }
+    }
+
+    /// Fails if the background rebuild ended with an error.
+    fn check_rebuild(&mut self) -> Result<(), String> {
+        if !self.rebuild.as_ref().is_some_and(|h| h.is_finished()) {
+            return Ok(());
+        }
+        match self.rebuild.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(Ok(()))) | None => Ok(()),
+            Some(Ok(Err(e))) => Err(format!("rebuilding the logs table: {e}")),
+            Some(Err(_)) => Err("the logs rebuild thread panicked".into()),
+        }
+    }
+
+    async fn ping(&mut self) -> Result<(), tokio_postgres::Error> {
+        match self.vault.as_mut() {
+            Some(v) => v.client().simple_query("SELECT 1").await.map(drop),
+            None => Ok(()),
+        }
     }
 
     async fn prune(&mut self) {
@@ -369,11 +498,16 @@ impl Writer<'_> {
 
     /// Commits the sequenced batches of `pending` that are not committed
     /// yet; returns the answers to send.
-    async fn flush(&mut self, pending: &[Pending]) -> Result<Vec<(u16, Ack)>, FlushError> {
+    async fn flush(&mut self, pending: &[Pending]) -> Result<Flushed, FlushError> {
         let started = Instant::now();
         let mut head = self.head.ok_or_else(|| FlushError::Refused("flush before connecting".into()))?;
         let mut answers = Vec::with_capacity(pending.len());
         let mut decoded = Vec::with_capacity(pending.len());
+        // Records at or below the committed head were committed before
+        // (by us, before a crash lost their release): answered again only
+        // if the stored batch is the very one sequenced (same chain value).
+        let mut committed: Vec<(u64, [u8; 32])> = Vec::new();
+        let mut refusals = Vec::new();
         for p in pending {
             match p.tag {
                 tag::SEQUENCED => {
@@ -385,9 +519,11 @@ impl Writer<'_> {
                         leaf_count: s.hashed.len() as u64,
                         replay: false,
                     };
-                    answers.push((s.hashed.reply.slot, ack));
+                    answers.push((s.hashed.reply.slot, Answer::Ack(ack)));
                     if s.decided.seq > head.seq {
                         decoded.push(s);
+                    } else {
+                        committed.push((s.decided.seq, s.decided.chain));
                     }
                 }
                 tag::DUPLICATE => {
@@ -399,12 +535,20 @@ impl Writer<'_> {
                         leaf_count: d.leaf_count,
                         replay: true,
                     };
-                    answers.push((d.reply.slot, ack));
+                    answers.push((d.reply.slot, Answer::Ack(ack)));
+                }
+                tag::REFUSED => {
+                    let r = Refused::decode(p.tag, &p.bytes).map_err(|e| FlushError::Refused(e.to_string()))?;
+                    refusals.push(r.reason.clone());
+                    answers.push((r.reply.slot, Answer::Refused(r)));
                 }
                 other => {
                     return Err(FlushError::Refused(format!("unexpected record tag {other} in the sequenced ring")));
                 }
             }
+        }
+        if !committed.is_empty() {
+            self.check_committed(&committed).await?;
         }
         let mut batches = Vec::with_capacity(decoded.len());
         let mut level0 = Vec::new();
@@ -456,9 +600,13 @@ impl Writer<'_> {
                 .vault
                 .as_mut()
                 .ok_or_else(|| FlushError::Unavailable(VaultError::Range("not connected".into())))?;
+            self.s.faults.check("vault-writer.before-commit").map_err(FlushError::Injected)?;
             // If we crash during this call, PostgreSQL keeps all of it or
             // none of it; the records stay unreleased either way.
             vault.commit(&batches, &level0).await?;
+            // Committed, not yet acknowledged: a failure here is "failed,
+            // but persisted"; the retry finds the batches stored.
+            self.s.faults.check("vault-writer.after-commit").map_err(FlushError::Injected)?;
             self.head = Some(head);
             self.metrics.flushes.inc();
             self.metrics.batches.inc_by(batches.len() as u64);
@@ -467,16 +615,63 @@ impl Writer<'_> {
             self.metrics.committed_seq.set(head.seq as i64);
             self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
         }
-        Ok(answers)
+        Ok(Flushed { answers, refusals })
     }
 
-    fn answer(&mut self, answers: &[(u16, Ack)]) {
-        for (slot, ack) in answers {
+    /// Leaves an audit event per refused body, at most
+    /// [`AUDIT_PER_MINUTE`] a minute (a client must not be able to fill the
+    /// table); the next event written says how many were left out.
+    async fn audit_refusals(&mut self, reasons: &[String]) {
+        let Some(v) = self.vault.as_mut() else { return };
+        for reason in reasons {
+            let Some(skipped) = self.audit_limit.admit() else { continue };
+            let detail = serde_json::json!({ "reason": reason, "not_recorded_before": skipped }).to_string();
+            if let Err(e) = v.audit("vault_writer", "batch_refused", &detail).await {
+                tracing::warn!(error = %e, "could not record the audit event of a refused body");
+            }
+        }
+    }
+
+    /// Refuses unless every `(seq, chain)` is stored with that chain value.
+    async fn check_committed(&mut self, committed: &[(u64, [u8; 32])]) -> Result<(), FlushError> {
+        let vault =
+            self.vault.as_mut().ok_or_else(|| FlushError::Unavailable(VaultError::Range("not connected".into())))?;
+        let seqs: Vec<u64> = committed.iter().map(|c| c.0).collect();
+        let stored: std::collections::HashMap<u64, Hash> = vault.chains(&seqs).await?.into_iter().collect();
+        for (seq, chain) in committed {
+            match stored.get(seq) {
+                Some(h) if h.0 == *chain => {}
+                Some(_) => {
+                    return Err(FlushError::Refused(format!(
+                        "batch {seq} is stored with another chain value than the one sequenced: another writer \
+                         committed this log (refusing to acknowledge its requests)"
+                    )));
+                }
+                None => {
+                    return Err(FlushError::Refused(format!(
+                        "batch {seq} is at or below the committed head but is not stored (batches deleted?)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, answers: &[(u16, Answer)]) {
+        for (slot, answer) in answers {
             let Some(ring) = self.acks.get_mut(usize::from(*slot)) else {
                 tracing::warn!(slot, "answer for an ingest slot outside the topology");
                 continue;
             };
-            match ring.try_push(tag::ACK, &ack.encode()) {
+            let pushed = match answer {
+                Answer::Ack(ack) => ring.try_push(tag::ACK, &ack.encode()),
+                Answer::Refused(r) => {
+                    let mut buf = vec![0u8; r.encoded_len()];
+                    r.encode(&mut buf);
+                    ring.try_push(tag::REFUSED, &buf)
+                }
+            };
+            match pushed {
                 Ok(()) => {}
                 Err(PushError::Full) => {
                     self.metrics.acks_dropped.inc();
@@ -498,6 +693,60 @@ impl Writer<'_> {
             // A full ack ring means that ingest process is gone or stuck;
             // its next heartbeat gets through once it reads again.
             let _ = ring.try_push(tag::STATUS, &status.encode());
+        }
+    }
+}
+
+/// Restores every missing `logs` row, reconnecting through outages.
+async fn rebuild(
+    url: &str,
+    hasher: &chronos_ledger::TreeHasher,
+    remaining: &Gauge,
+    faults: &chronos_faults::Faults,
+) -> Result<(), VaultError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let attempt = async {
+            let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let mut vault = Vault::new(client);
+            let Some((from, to)) = vault.logs_gap().await? else { return Ok::<_, VaultError>(None) };
+            // A pause here holds the rebuild open (tests: commits go on).
+            let _ = faults.check("vault-writer.rebuild");
+            let total = to - from;
+            let mut last_report = Instant::now();
+            let done = vault
+                .rebuild_logs_range(hasher, from, to, |p| {
+                    remaining.set(total.saturating_sub(p.leaves_done) as i64);
+                    if last_report.elapsed() >= Duration::from_secs(1) {
+                        tracing::info!(
+                            leaves = p.leaves_done,
+                            of = total,
+                            batches = p.batches_done,
+                            "restoring logs rows"
+                        );
+                        last_report = Instant::now();
+                    }
+                })
+                .await?;
+            Ok(Some(done))
+        };
+        match attempt.await {
+            Ok(done) => {
+                remaining.set(0);
+                let leaves = done.map_or(0, |d| d.leaves_done);
+                tracing::info!(leaves, seconds = started.elapsed().as_secs_f64(), "logs table rebuilt");
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "logs rebuild interrupted; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -4,7 +4,9 @@
 //!   embedded in the binary) and [`schema::migrate`], run at every start;
 //! * [`store`]: committing batches in one transaction by binary COPY, and
 //!   rebuilding `logs` after a PostgreSQL crash emptied it;
-//! * [`tiles`]: the tree's hashes as C2SP tiles, and proofs from them.
+//! * [`tiles`]: the tree's hashes as C2SP tiles, and proofs from them;
+//! * [`lease`]: one writer per log (an advisory lock and a fencing epoch
+//!   that every commit checks).
 //!
 //! Users: the vault-writer service (commits, rebuild, audit events), the
 //! orchestrator (restoring the sequencer's state from batches, tiles and
@@ -14,6 +16,7 @@
 //! and spec/ledger.md. It never reads the ledger for verification: the
 //! verifier reads PostgreSQL on its own, as an outsider would.
 
+pub mod lease;
 pub mod schema;
 pub mod store;
 pub mod tiles;

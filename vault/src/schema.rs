@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "uncompressed_storage",
         sql: include_str!("../migrations/0003_uncompressed_storage.sql"),
     },
+    Migration {
+        version: 4,
+        name: "writer_lease_and_logs_rebuild",
+        sql: include_str!("../migrations/0004_writer_lease_and_logs_rebuild.sql"),
+    },
 ];
 
 /// The schema version this binary writes.

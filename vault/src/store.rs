@@ -5,7 +5,9 @@
 //! rows in `batches` are committed (WAL-logged and, with PostgreSQL's
 //! default `synchronous_commit`, flushed), so they survive any crash; their
 //! `logs` rows survive everything but a PostgreSQL crash, after which
-//! [`Vault::rebuild_logs`] restores them from `batches`. When it returns
+//! [`Vault::rebuild_logs`] restores them from `batches` (the range being
+//! restored is recorded in `logs_rebuild`, and new batches can be committed
+//! meanwhile). When it returns
 //! `Err`, nothing of the call was committed: every flush is one transaction.
 
 use std::pin::pin;
@@ -41,6 +43,39 @@ pub enum VaultError {
     /// Stored data contradicts itself: stop and alert (tampering or a bug).
     #[error("corrupt batch {seq}: {reason}")]
     Corrupt { seq: u64, reason: String },
+    /// Another instance took this log's writer lease: nothing was
+    /// committed, and nothing more may be (see [`crate::lease`]).
+    #[error("fenced out: this writer holds epoch {ours} of the log's writer lease, {holder} now holds epoch {found}")]
+    Fenced { ours: u64, found: u64, holder: String },
+}
+
+impl VaultError {
+    /// Whether retrying later (on a new connection) may succeed: the
+    /// connection broke, the server is shutting down or out of resources,
+    /// or the transaction lost a serialization race. Decided by SQLSTATE,
+    /// never by the variant alone: a constraint violation, a data error, a
+    /// permission or schema error is a refusal that a retry only repeats
+    /// (and a unique-key violation on `batches` means another writer).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            VaultError::Database(e) => match e.code() {
+                // No SQLSTATE: the connection or the socket failed.
+                None => true,
+                Some(code) => {
+                    let c = code.code();
+                    c.starts_with("08") // connection exception
+                        || c.starts_with("53") // insufficient resources
+                        || c.starts_with("57P") // admin/crash shutdown, cannot connect now
+                        || c.starts_with("58") // system error (I/O)
+                        || c == "40001" // serialization failure
+                        || c == "40P01" // deadlock detected
+                        || c == "55P03" // lock not available
+                        || c == "57014" // query cancelled (statement timeout)
+                }
+            },
+            VaultError::Range(_) | VaultError::Corrupt { .. } | VaultError::Fenced { .. } => false,
+        }
+    }
 }
 
 /// One batch to store: its chained header, chain value, events and their
@@ -101,6 +136,9 @@ pub struct Vault {
     /// The commit's statements, prepared once per connection: a statement
     /// given as text is parsed anew each time, one more round trip each.
     statements: Option<Statements>,
+    /// The writer lease's epoch every commit must still hold (services
+    /// always set it; tools and tests that write alone may not).
+    epoch: Option<u64>,
 }
 
 /// Prepared statements of [`Vault::commit`].
@@ -134,7 +172,14 @@ impl Statements {
 impl Vault {
     /// Wraps a connection whose schema is migrated.
     pub fn new(client: Client) -> Vault {
-        Vault { client, partitions_upto: 0, statements: None }
+        Vault { client, partitions_upto: 0, statements: None, epoch: None }
+    }
+
+    /// Makes every later commit and stored checkpoint check, in its own
+    /// transaction, that the log's writer lease is still at `epoch`.
+    pub fn fenced(mut self, epoch: u64) -> Vault {
+        self.epoch = Some(epoch);
+        self
     }
 
     /// The connection.
@@ -270,13 +315,31 @@ impl Vault {
 
     /// Stores a signed checkpoint (the exact note text).
     pub async fn store_checkpoint(&mut self, tree_size: u64, chain_seq: u64, note: &str) -> Result<(), VaultError> {
-        self.client
-            .execute(
-                "INSERT INTO checkpoints (tree_size, chain_seq, note) VALUES ($1, $2, $3)",
-                &[&i64_of("tree_size", tree_size)?, &i64_of("chain_seq", chain_seq)?, &note],
-            )
-            .await?;
+        let tx = self.client.transaction().await?;
+        if let Some(epoch) = self.epoch {
+            crate::lease::check(&tx, epoch).await?;
+        }
+        tx.execute(
+            "INSERT INTO checkpoints (tree_size, chain_seq, note) VALUES ($1, $2, $3)",
+            &[&i64_of("tree_size", tree_size)?, &i64_of("chain_seq", chain_seq)?, &note],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// The stored chain values of batches `seqs` (those that exist).
+    pub async fn chains(&mut self, seqs: &[u64]) -> Result<Vec<(u64, Hash)>, VaultError> {
+        let seqs: Vec<i64> = seqs.iter().map(|&s| i64_of("seq", s)).collect::<Result<_, _>>()?;
+        let rows = self.client.query("SELECT seq, chain FROM batches WHERE seq = ANY($1)", &[&seqs]).await?;
+        rows.iter()
+            .map(|r| {
+                let seq = r.get::<_, i64>(0) as u64;
+                let chain = Hash::from_slice(r.get::<_, &[u8]>(1))
+                    .ok_or_else(|| VaultError::Corrupt { seq, reason: "chain is not 32 bytes".into() })?;
+                Ok((seq, chain))
+            })
+            .collect()
     }
 
     /// The latest stored checkpoint note, if any.
@@ -301,6 +364,9 @@ impl Vault {
             None => self.statements.insert(Statements::prepare(&self.client).await?).clone(),
         };
         let tx = self.client.transaction().await?;
+        if let Some(epoch) = self.epoch {
+            crate::lease::check(&tx, epoch).await?;
+        }
         let upto = ensure_partitions(&tx, self.partitions_upto, end).await?;
         copy_batches(&tx, &st.copy_batches, batches).await?;
         copy_logs(&tx, &st.copy_logs, batches.iter().flat_map(|b| rows_of(b))).await?;
@@ -325,39 +391,91 @@ impl Vault {
 
     /// Whether `logs` lacks rows that `batches` holds.
     pub async fn logs_need_rebuild(&mut self) -> Result<bool, VaultError> {
-        let (b, l) = self.ends().await?;
-        Ok(l < b)
+        Ok(self.logs_gap().await?.is_some())
     }
 
-    /// Restores the `logs` rows of every batch past the end of `logs`, from
-    /// the canonical payloads, checking each batch's root on the way. Works
-    /// in chunks of batches, each its own transaction, calling `progress`
-    /// after each; safe to interrupt and run again.
+    /// The leaves `[from, to)` whose `logs` rows are missing, recorded in
+    /// `logs_rebuild` so that the range survives a restart of the writer
+    /// (new batches are committed above `to` meanwhile, so the end of
+    /// `logs` no longer shows the gap) and so that readers know it.
+    ///
+    /// Call before committing anything on this connection. A `logs` table
+    /// with no row at all while batches hold leaves was emptied by a
+    /// PostgreSQL crash (crash recovery resets UNLOGGED tables, rows being
+    /// restored included): everything is missing, whatever the row said.
+    pub async fn logs_gap(&mut self) -> Result<Option<(u64, u64)>, VaultError> {
+        let (batches_end, logs_end) = self.ends().await?;
+        let recorded = self
+            .client
+            .query_opt("SELECT from_leaf, to_leaf FROM logs_rebuild WHERE id = 1 AND from_leaf < to_leaf", &[])
+            .await?
+            .map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64));
+        let gap = if logs_end == 0 && batches_end > 0 {
+            Some((0, batches_end))
+        } else if recorded.is_some() {
+            recorded
+        } else if logs_end < batches_end {
+            Some((logs_end, batches_end))
+        } else {
+            None
+        };
+        if let Some((from, to)) = gap
+            && recorded != gap
+        {
+            self.client
+                .execute(
+                    "INSERT INTO logs_rebuild (id, from_leaf, to_leaf) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET from_leaf = $1, to_leaf = $2, started_at = now()",
+                    &[&i64_of("from", from)?, &i64_of("to", to)?],
+                )
+                .await?;
+        }
+        Ok(gap)
+    }
+
+    /// Restores the `logs` rows missing after a PostgreSQL crash (see
+    /// [`Vault::logs_gap`]).
     pub async fn rebuild_logs(
         &mut self,
         hasher: &TreeHasher,
+        progress: impl FnMut(RebuildProgress),
+    ) -> Result<RebuildProgress, VaultError> {
+        match self.logs_gap().await? {
+            Some((from, to)) => self.rebuild_logs_range(hasher, from, to, progress).await,
+            None => Ok(RebuildProgress { batches_done: 0, batches_total: 0, leaves_done: 0 }),
+        }
+    }
+
+    /// Restores the `logs` rows of the batches in leaves `[from, to)` from
+    /// their canonical payloads, checking each batch's root on the way.
+    /// Works in chunks of batches, each its own transaction that also
+    /// advances `logs_rebuild.from_leaf`; calls `progress` after each; safe
+    /// to interrupt and run again, and to run beside commits above `to`.
+    pub async fn rebuild_logs_range(
+        &mut self,
+        hasher: &TreeHasher,
+        from: u64,
+        to: u64,
         mut progress: impl FnMut(RebuildProgress),
     ) -> Result<RebuildProgress, VaultError> {
-        let (_, logs_end) = self.ends().await?;
-        let from = i64_of("leaf", logs_end)?;
-        let total: i64 =
-            self.client.query_one("SELECT count(*) FROM batches WHERE first_leaf >= $1", &[&from]).await?.get(0);
-        let mut done = RebuildProgress { batches_done: 0, batches_total: total as u64, leaves_done: 0 };
-        let mut after_seq: i64 = self
+        let (mut from, to) = (i64_of("leaf", from)?, i64_of("leaf", to)?);
+        let total: i64 = self
             .client
-            .query_one("SELECT coalesce(max(seq), 0) FROM batches WHERE first_leaf < $1", &[&from])
+            .query_one("SELECT count(*) FROM batches WHERE first_leaf >= $1 AND first_leaf < $2", &[&from, &to])
             .await?
             .get(0);
+        let mut done = RebuildProgress { batches_done: 0, batches_total: total as u64, leaves_done: 0 };
         loop {
             let rows = self
                 .client
                 .query(
                     "SELECT seq, first_leaf, leaf_count, root, payload_codec, payload FROM batches \
-                     WHERE seq > $1 ORDER BY seq LIMIT 64",
-                    &[&after_seq],
+                     WHERE first_leaf >= $1 AND first_leaf < $2 ORDER BY first_leaf LIMIT 64",
+                    &[&from, &to],
                 )
                 .await?;
             if rows.is_empty() {
+                self.client.execute("DELETE FROM logs_rebuild WHERE id = 1 AND from_leaf >= to_leaf", &[]).await?;
                 return Ok(done);
             }
             let mut chunk: Vec<(i64, i64, Vec<payload::Event>, Vec<Hash>)> = Vec::with_capacity(rows.len());
@@ -365,6 +483,9 @@ impl Vault {
             for row in &rows {
                 let (seq, first, count): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
                 let corrupt = |reason: String| VaultError::Corrupt { seq: seq as u64, reason };
+                if first != from {
+                    return Err(corrupt(format!("the batches leave leaves {from}..{first} uncovered")));
+                }
                 let events = payload::decode(row.get(4), row.get::<_, &[u8]>(5), count as u64, MAX_PAYLOAD)
                     .map_err(|e| corrupt(e.to_string()))?;
                 let leaves: Vec<Hash> = events.iter().map(|e| hasher.leaf(&e.bytes)).collect();
@@ -373,9 +494,9 @@ impl Vault {
                 if tree::root(hasher, &leaves) != root {
                     return Err(corrupt("its payload does not hash to its stored root".into()));
                 }
-                end = (first + count) as u64;
+                from = first + count;
+                end = from as u64;
                 chunk.push((seq, first, events, leaves));
-                after_seq = seq;
             }
             let tx = self.client.transaction().await?;
             self.partitions_upto = ensure_partitions(&tx, self.partitions_upto, end).await?;
@@ -389,6 +510,7 @@ impl Vault {
                 })
             });
             copy_logs(&tx, COPY_LOGS, rows).await?;
+            tx.execute("UPDATE logs_rebuild SET from_leaf = $1 WHERE id = 1", &[&from]).await?;
             tx.commit().await?;
             done.batches_done += chunk.len() as u64;
             done.leaves_done += chunk.iter().map(|c| c.2.len() as u64).sum::<u64>();

@@ -15,6 +15,12 @@
 //! The payload and the `logs` rows are two copies of the same events; the
 //! batch root and the chain decide which copy is genuine, so one altered
 //! byte is reported once, where it is, with the right kind.
+//!
+//! `logs` is UNLOGGED: PostgreSQL empties it in crash recovery, and the
+//! vault writer restores it from the payloads while new batches keep
+//! coming, recording the leaves still to restore in `logs_rebuild`. Rows
+//! missing there (or everywhere, when `logs` is empty) are counted as
+//! pending, not reported as deleted; everything else is checked as usual.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -27,7 +33,7 @@ use chronos_ledger::{BatchHeader, Checkpoint, Hash, HashAlg, HashKey, NoteVerifi
 use rayon::prelude::*;
 
 use crate::Error;
-use crate::report::{Finding, Kind, MAX_FINDINGS, Report, Status, Summary};
+use crate::report::{Finding, Kind, LogsRebuild, MAX_FINDINGS, RebuildCause, Report, Status, Summary};
 
 /// Largest batch the verifier accepts (ingest's hard limit on events per
 /// body is 2^24). A `leaf_count` above it is reported, not trusted: it
@@ -73,6 +79,14 @@ pub struct CheckpointRow {
     pub id: i64,
     pub tree_size: i64,
     pub note: Bytes,
+}
+
+/// The `logs_rebuild` row (schema version 4): the vault writer is
+/// restoring the `logs` rows of leaves `[from_leaf, to_leaf)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogsRebuildRow {
+    pub from_leaf: i64,
+    pub to_leaf: i64,
 }
 
 /// The `chronos_log` row.
@@ -169,6 +183,44 @@ impl Findings {
     }
 }
 
+/// Leaves whose missing `logs` rows are not findings: the table is being
+/// rebuilt from the batches. `to` is `u64::MAX` when `logs` is empty (the
+/// whole log, whatever its end).
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    cause: RebuildCause,
+    from: u64,
+    to: u64,
+}
+
+impl Pending {
+    /// The pending leaves, if any, and a note when the `logs_rebuild` row
+    /// is not a range of leaves (it is then ignored: it excuses nothing).
+    fn new(row: Option<LogsRebuildRow>, logs_empty: bool) -> (Option<Pending>, Option<String>) {
+        if logs_empty {
+            return (Some(Pending { cause: RebuildCause::LogsEmpty, from: 0, to: u64::MAX }), None);
+        }
+        let Some(r) = row else { return (None, None) };
+        match (u64_of(r.from_leaf), u64_of(r.to_leaf)) {
+            (Some(from), Some(to)) if from < to => {
+                (Some(Pending { cause: RebuildCause::LogsRebuildRow, from, to }), None)
+            }
+            (Some(from), Some(to)) if from == to => (None, None),
+            _ => (
+                None,
+                Some(format!(
+                    "the logs_rebuild row ({}, {}) is not a range of leaves: ignored",
+                    r.from_leaf, r.to_leaf
+                )),
+            ),
+        }
+    }
+
+    fn covers(&self, leaf: u64) -> bool {
+        (self.from..self.to).contains(&leaf)
+    }
+}
+
 /// One batch with the `logs` rows in its leaf range.
 struct Unit {
     batch: BatchRow,
@@ -199,6 +251,8 @@ struct Checked {
     unresolved_root: Option<Hash>,
     findings: Vec<(u64, Finding)>,
     rows: u64,
+    /// Rows missing where `logs` is being rebuilt: not findings.
+    pending_rows: u64,
     bytes: u64,
 }
 
@@ -246,7 +300,7 @@ fn header_of(b: &BatchRow) -> Result<(BatchHeader, Hash), Box<Finding>> {
 }
 
 /// Stage 2, for one batch: everything that needs no other batch.
-fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
+fn check_unit(hasher: &TreeHasher, unit: Unit, pending: Option<Pending>) -> Checked {
     let b = &unit.batch;
     let mut out = Checked {
         seq: u64_of(b.seq).unwrap_or(0),
@@ -258,6 +312,7 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
         unresolved_root: None,
         findings: Vec::new(),
         rows: unit.rows.len() as u64,
+        pending_rows: 0,
         bytes: b.payload.len() as u64 + unit.rows.iter().map(|r| r.event.len() as u64).sum::<u64>(),
     };
     let (seq, first, count) = (out.seq, out.first_leaf, out.leaf_count);
@@ -274,6 +329,24 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
 
     // The rows, against the payload.
     let mut row_findings = Vec::new();
+    // Reports the batch's rows `rows` (indices within it) as missing.
+    // Inside the pending range they are not findings: crash recovery emptied `logs` and the vault
+    // writer restores it from these very payloads. Whoever can write the
+    // database could insert a `logs_rebuild` row (or empty `logs`) to hide
+    // rows deleted there, but only as far as "intact, logs incomplete"
+    // (exit 3), never "intact": the run's status says rows are missing,
+    // and the batches, which hold every event, are checked in full anyway.
+    let mut pending_rows = 0u64;
+    let mut missing = |rows: std::ops::Range<u64>, findings: &mut Vec<(u64, Finding)>| {
+        for i in rows {
+            let leaf = first + i;
+            if pending.is_some_and(|r| r.covers(leaf)) {
+                pending_rows += 1;
+            } else {
+                findings.push(deleted_row(seq, leaf, p.as_ref().map(|p| p[i as usize])));
+            }
+        }
+    };
     let mut l: Vec<Option<Hash>> = vec![None; count as usize];
     let mut next = 0u64;
     for row in &unit.rows {
@@ -288,9 +361,7 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
             ));
             continue;
         }
-        for missing in next..i {
-            row_findings.push(deleted_row(seq, first + missing, p.as_ref().map(|p| p[missing as usize])));
-        }
+        missing(next..i, &mut row_findings);
         next = i + 1;
         let ev = events.as_ref().ok().map(|e| &e[i as usize]);
         let rh = match (ev, &p) {
@@ -324,9 +395,8 @@ fn check_unit(hasher: &TreeHasher, unit: Unit) -> Checked {
             row_findings.push((leaf, column(seq, leaf, "claimed_time", "differs from the batch payload's")));
         }
     }
-    for missing in next..count {
-        row_findings.push(deleted_row(seq, first + missing, p.as_ref().map(|p| p[missing as usize])));
-    }
+    missing(next..count, &mut row_findings);
+    out.pending_rows = pending_rows;
 
     let p_span = p.map(|p| Span::new(hasher, first, p));
     let Some(header) = &out.header else {
@@ -914,6 +984,9 @@ pub struct Streams<B, L, C> {
     pub logs: L,
     /// `checkpoints` by tree size.
     pub checkpoints: C,
+    /// The `logs_rebuild` row, read with the streams' snapshot; `None`
+    /// when there is none (or no such table, before schema version 4).
+    pub logs_rebuild: Option<LogsRebuildRow>,
     /// The leaves the run expects (for progress only).
     pub total_leaves: u64,
 }
@@ -952,7 +1025,12 @@ where
     };
     seqr.findings.extend(a.findings);
     seqr.genesis(a.genesis)?;
-    let (batches, logs, hasher) = (streams.batches, streams.logs, &a.hasher);
+    let (batches, hasher) = (streams.batches, &a.hasher);
+    // An empty `logs` (every row gone, as after crash recovery) is seen
+    // before any batch is checked, so every missing row is judged alike.
+    let mut logs = streams.logs.peekable();
+    let (pending, rebuild_note) = Pending::new(streams.logs_rebuild, logs.peek().is_none());
+    let mut rows_missing = 0u64;
     let outcome = std::thread::scope(|s| -> Result<(), Error> {
         let (wtx, wrx): (SyncSender<Result<Window, Error>>, Receiver<_>) = sync_channel(2);
         let (ctx, crx) = sync_channel::<Result<(Window, Vec<Checked>), Error>>(2);
@@ -960,7 +1038,8 @@ where
         s.spawn(move || {
             for w in wrx {
                 let msg = w.map(|mut w| {
-                    let checked = std::mem::take(&mut w.units).into_par_iter().map(|u| check_unit(hasher, u)).collect();
+                    let checked =
+                        std::mem::take(&mut w.units).into_par_iter().map(|u| check_unit(hasher, u, pending)).collect();
                     (w, checked)
                 });
                 if ctx.send(msg).is_err() {
@@ -974,6 +1053,7 @@ where
             seqr.findings.extend(w.findings);
             for c in checked {
                 let (leaves, bytes) = (c.leaf_count, c.bytes);
+                rows_missing += c.pending_rows;
                 seqr.batch(c)?;
                 progress.advance(leaves, bytes);
             }
@@ -981,15 +1061,29 @@ where
         Ok(())
     });
     outcome?;
-    let (findings, mut summary, notes) = seqr.finish()?;
+    let (findings, mut summary, mut notes) = seqr.finish()?;
     let (findings, findings_total) = findings.into_sorted();
+    notes.extend(rebuild_note);
+    let logs_rebuild = pending.and_then(|p| {
+        let to = p.to.min(summary.tree_size);
+        (p.from < to).then_some(LogsRebuild { cause: p.cause, from_leaf: p.from, to_leaf: to, rows_missing })
+    });
     summary.seconds = started.elapsed().as_secs_f64();
     if summary.seconds > 0.0 {
         summary.logs_per_second = summary.logs as f64 / summary.seconds;
         summary.megabytes_per_second = summary.bytes as f64 / 1e6 / summary.seconds;
     }
+    // Findings always win: missing rows the rebuild excuses can make a
+    // clean run "logs incomplete", never hide tampering.
+    let status = if findings_total > 0 {
+        Status::Tampered
+    } else if rows_missing > 0 {
+        Status::IntactLogsIncomplete
+    } else {
+        Status::Intact
+    };
     Ok(Report {
-        status: if findings_total == 0 { Status::Intact } else { Status::Tampered },
+        status,
         origin: identity.origin.clone(),
         hash: alg.name().to_owned(),
         key_source: a.key_source,
@@ -997,6 +1091,7 @@ where
         findings,
         findings_total,
         notes,
+        logs_rebuild,
         summary,
     })
 }

@@ -16,7 +16,11 @@
 //! (`chronos prove`) and by whoever receives them.
 //!
 //! Tampering is a finding in the [`Report`], with its kind and place; an
-//! [`Error`] means the verification could not be done at all.
+//! [`Error`] means the verification could not be done at all. `logs` rows
+//! missing because PostgreSQL's crash recovery emptied the UNLOGGED table
+//! and the vault writer is restoring it from the batches are not findings:
+//! with no finding, the status is then [`Status::IntactLogsIncomplete`]
+//! and the report says which leaves are pending ([`LogsRebuild`]).
 
 mod copy;
 pub mod engine;
@@ -24,8 +28,10 @@ pub mod report;
 mod source;
 
 pub use copy::CopyError;
-pub use engine::{BatchRow, CheckpointRow, Identity, LogRow, NoProgress, Options, Progress, Streams, run};
-pub use report::{Finding, Kind, Report, Status, Summary};
+pub use engine::{
+    BatchRow, CheckpointRow, Identity, LogRow, LogsRebuildRow, NoProgress, Options, Progress, Streams, run,
+};
+pub use report::{Finding, Kind, LogsRebuild, RebuildCause, Report, Status, Summary};
 pub use source::{BATCHES_COPY, CHECKPOINTS_COPY, LOGS_COPY};
 
 /// Why a verification could not be done (the command exits with 2).

@@ -1,5 +1,6 @@
 //! What a verification found: findings (tampering, with its kind and
-//! place) and a summary of the work done.
+//! place), the `logs` rows that could not be compared because the table is
+//! being rebuilt, and a summary of the work done.
 
 use std::fmt;
 
@@ -158,8 +159,42 @@ impl fmt::Display for Finding {
 pub enum Status {
     /// Everything checked out.
     Intact,
+    /// No finding, but `logs` lacks rows that are being (or wait to be)
+    /// restored from the batches after a PostgreSQL crash (see
+    /// [`LogsRebuild`]): everything the ledger commits to checked out, and
+    /// every `logs` row present matches it, but the missing rows could not
+    /// be compared. Never given when there is a finding.
+    IntactLogsIncomplete,
     /// At least one finding.
     Tampered,
+}
+
+/// Why `logs` rows may be missing without being a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RebuildCause {
+    /// The vault writer's `logs_rebuild` row says it is restoring these
+    /// leaves.
+    LogsRebuildRow,
+    /// `logs` holds no row at all while the batches hold leaves: PostgreSQL
+    /// emptied it in crash recovery and the restore has not begun (or began
+    /// again after another crash).
+    LogsEmpty,
+}
+
+/// The leaves whose missing `logs` rows are not findings because the
+/// table is being rebuilt from the batches' payloads, which are the truth
+/// and are checked in full. One range: an empty `logs` table makes every
+/// leaf pending, which covers whatever the `logs_rebuild` row says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogsRebuild {
+    pub cause: RebuildCause,
+    /// First pending leaf.
+    pub from_leaf: u64,
+    /// One past the last pending leaf (at most the log's end).
+    pub to_leaf: u64,
+    /// Rows of the range missing from `logs`.
+    pub rows_missing: u64,
 }
 
 /// Counts and rates of a run.
@@ -197,6 +232,10 @@ pub struct Report {
     pub findings_total: u64,
     /// Things worth knowing that are not tampering.
     pub notes: Vec<String>,
+    /// The part of `logs` being rebuilt after a PostgreSQL crash, if any:
+    /// its missing rows are not findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logs_rebuild: Option<LogsRebuild>,
     pub summary: Summary,
 }
 

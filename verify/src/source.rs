@@ -3,7 +3,9 @@
 //! `batches`, `logs` and `checkpoints` are read as of one instant even while
 //! `chronos up` keeps writing. Each table is one binary `COPY ... TO STDOUT`
 //! ordered by its key, parsed without copying and handed to the engine in
-//! bounded chunks: memory does not grow with the log.
+//! bounded chunks: memory does not grow with the log. The `logs_rebuild`
+//! row, which says which `logs` rows are missing because they are being
+//! restored after a crash, is read in the same snapshot.
 
 use std::pin::pin;
 use std::sync::{Arc, Barrier};
@@ -14,7 +16,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::Error;
 use crate::copy::{CopyError, Fields, RowReader};
-use crate::engine::{BatchRow, CheckpointRow, Identity, LogRow, Streams};
+use crate::engine::{BatchRow, CheckpointRow, Identity, LogRow, LogsRebuildRow, Streams};
 
 const CHUNK_ROWS: usize = 2048;
 const CHUNK_BYTES: usize = 4 << 20;
@@ -188,6 +190,7 @@ fn q(what: &'static str) -> impl Fn(tokio_postgres::Error) -> Error {
 struct Lead {
     identity: Identity,
     total: Option<i64>,
+    logs_rebuild: Option<LogsRebuildRow>,
     snapshot: String,
 }
 
@@ -221,7 +224,22 @@ async fn lead(client: &Client) -> Result<Lead, Error> {
         .await
         .map_err(q("batches"))?
         .map(|r| r.get(0));
-    Ok(Lead { identity, total, snapshot })
+    Ok(Lead { identity, total, logs_rebuild: logs_rebuild(client).await?, snapshot })
+}
+
+/// The `logs_rebuild` row, in the lead's snapshot. A schema older than
+/// version 4 has no such table: nothing is being rebuilt that it knows of.
+async fn logs_rebuild(client: &Client) -> Result<Option<LogsRebuildRow>, Error> {
+    let exists: bool =
+        client.query_one("SELECT to_regclass('logs_rebuild') IS NOT NULL", &[]).await.map_err(q("the schema"))?.get(0);
+    if !exists {
+        return Ok(None);
+    }
+    Ok(client
+        .query_opt("SELECT from_leaf, to_leaf FROM logs_rebuild WHERE id = 1", &[])
+        .await
+        .map_err(q("logs_rebuild"))?
+        .map(|r| LogsRebuildRow { from_leaf: r.get(0), to_leaf: r.get(1) }))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -237,7 +255,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// barrier); all three then stream.
 pub(crate) fn open(url: &str) -> Result<(Identity, DbStreams), Error> {
     let barrier = Arc::new(Barrier::new(3));
-    let (info_tx, info_rx) = std::sync::mpsc::sync_channel::<Result<(Identity, Option<i64>, String), Error>>(1);
+    let (info_tx, info_rx) = std::sync::mpsc::sync_channel::<Result<Lead, Error>>(1);
     let (btx, brx) = mpsc::channel(CHANNEL_CHUNKS);
     let (ltx, lrx) = mpsc::channel(CHANNEL_CHUNKS);
     let (ctx, crx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -249,17 +267,17 @@ pub(crate) fn open(url: &str) -> Result<(Identity, DbStreams), Error> {
                 Ok(c) => c,
                 Err(e) => return drop(info_tx.send(Err(e))),
             };
-            match lead(&client).await {
-                Ok(l) => {
-                    let _ = info_tx.send(Ok((l.identity, l.total, l.snapshot)));
-                }
-                Err(e) => return drop(info_tx.send(Err(e))),
+            let led = lead(&client).await;
+            let failed = led.is_err();
+            let _ = info_tx.send(led);
+            if failed {
+                return;
             }
             b0.wait();
             pump(client, BATCHES_COPY, "batches", batch_row, size_of_batch, btx).await;
         })
     })?;
-    let (identity, total, snapshot) =
+    let Lead { identity, total, logs_rebuild, snapshot } =
         info_rx.recv().map_err(|_| Error::Read { what: "the log", reason: "the lead reader stopped".into() })??;
     spawn_follower(url, &snapshot, barrier.clone(), "verify-logs", LOGS_COPY, "logs", log_row, size_of_log, ltx)?;
     spawn_follower(
@@ -279,6 +297,7 @@ pub(crate) fn open(url: &str) -> Result<(Identity, DbStreams), Error> {
             batches: rows(brx, "batches"),
             logs: rows(lrx, "logs"),
             checkpoints: rows(crx, "checkpoints"),
+            logs_rebuild,
             total_leaves: total.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
         },
     ))

@@ -11,6 +11,10 @@
 //!   7 zero, index u64, hash 32) · the `HASHED` record, verbatim.
 //! * `DUPLICATE` (orchestrator → vault writer): a body already sequenced.
 //! * `ACK` and `STATUS` (vault writer → ingest): answers and heartbeats.
+//! * `REFUSED` (hasher or orchestrator → vault writer → ingest): a body
+//!   refused after ingest accepted it, with the HTTP status and the
+//!   reason its client gets at once: slot u16, status u16, reason length
+//!   u16, zero u16, request u64 · the reason (UTF-8, at most 1 KiB).
 
 use crate::codec::{Reader, WireError, Writer};
 
@@ -22,6 +26,7 @@ pub mod tag {
     pub const DUPLICATE: u32 = 4;
     pub const ACK: u32 = 5;
     pub const STATUS: u32 = 6;
+    pub const REFUSED: u32 = 7;
 }
 
 const HEAD_LEN: usize = 48;
@@ -473,6 +478,79 @@ impl Ack {
     }
 }
 
+/// `REFUSED`: a body the pipeline will not store, answered at once with
+/// an HTTP status (4xx: a retry cannot fix it) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub reply: Reply,
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Refused {
+    /// Longest reason kept, bytes (longer ones are cut at a char boundary).
+    pub const MAX_REASON: usize = 1024;
+    const HEAD: usize = 16;
+
+    /// A refusal, its reason cut to [`Self::MAX_REASON`].
+    pub fn new(reply: Reply, status: u16, reason: &str) -> Refused {
+        let mut end = reason.len().min(Self::MAX_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Refused { reply, status, reason: reason[..end].to_owned() }
+    }
+
+    pub fn encoded_len(&self) -> usize {
+        Self::HEAD + self.reason.len()
+    }
+
+    pub fn encode(&self, buf: &mut [u8]) {
+        let mut w = Writer::new(buf);
+        w.u16(self.reply.slot);
+        w.u16(self.status);
+        w.u16(self.reason.len() as u16);
+        w.u16(0);
+        w.u64(self.reply.request);
+        w.put(self.reason.as_bytes());
+        w.done();
+    }
+
+    pub fn decode(tag: u32, buf: &[u8]) -> Result<Refused, WireError> {
+        check_tag(tag, tag::REFUSED, "REFUSED")?;
+        let mut r = Reader::new("REFUSED", buf);
+        let slot = r.u16("slot")?;
+        let at = r.offset();
+        let status = r.u16("status")?;
+        if !(400..600).contains(&status) {
+            return Err(r.invalid_at("status", at, format!("{status} is not an HTTP error status")));
+        }
+        let at = r.offset();
+        let len = usize::from(r.u16("reason length")?);
+        if len > Self::MAX_REASON {
+            return Err(r.invalid_at("reason length", at, format!("{len} is over {}", Self::MAX_REASON)));
+        }
+        r.zero("reserved", 2)?;
+        let request = r.u64("request")?;
+        let at = r.offset();
+        let reason = std::str::from_utf8(r.bytes("reason", len)?)
+            .map_err(|e| r.invalid_at("reason", at, format!("not UTF-8: {e}")))?
+            .to_owned();
+        r.finish()?;
+        Ok(Refused { reply: Reply { slot, request }, status, reason })
+    }
+}
+
+/// Where the answer to a record goes, read from the head that `INGEST`
+/// and `HASHED` records share (slot, then request at offset 8), without
+/// decoding the rest: so that a record that does not decode can still be
+/// refused to its client instead of leaving it waiting.
+pub fn peek_reply(buf: &[u8]) -> Option<Reply> {
+    let slot = u16::from_le_bytes(buf.get(0..2)?.try_into().ok()?);
+    let request = u64::from_le_bytes(buf.get(8..16)?.try_into().ok()?);
+    Some(Reply { slot, request })
+}
+
 /// `STATUS`: the vault writer's heartbeat to each ingest process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
@@ -524,6 +602,23 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_round_trips_and_refuses_bad_fields() {
+        let r = Refused::new(Reply { slot: 2, request: 99 }, 422, "batch refused: é");
+        let mut buf = vec![0u8; r.encoded_len()];
+        r.encode(&mut buf);
+        assert_eq!(Refused::decode(tag::REFUSED, &buf).unwrap(), r);
+        assert_eq!(peek_reply(&buf), Some(Reply { slot: 2, request: 99 }));
+        let long = Refused::new(Reply { slot: 0, request: 0 }, 400, &"é".repeat(1000));
+        assert!(long.reason.len() <= Refused::MAX_REASON && long.reason.len() >= Refused::MAX_REASON - 1);
+        let mut bad = buf.clone();
+        bad[2] = 200; // status 200
+        bad[3] = 0;
+        assert!(matches!(Refused::decode(tag::REFUSED, &bad), Err(WireError::Invalid { field: "status", .. })));
+        assert!(Refused::decode(tag::REFUSED, &buf[..buf.len() - 1]).is_err());
+        assert!(matches!(Refused::decode(tag::ACK, &buf), Err(WireError::Tag { .. })));
+    }
 
     fn events() -> Vec<EventMeta<'static>> {
         vec![

@@ -42,6 +42,7 @@ fn a_short_bench_prints_the_table_and_finds_every_acknowledged_event() {
     let md = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(std::fs::read_to_string(&report).unwrap(), md);
     for row in [
+        "Log hash: sha256.",
         "| raw binary COPY into `logs` (1 client, no hashing) |",
         "| leaf hashes + batch roots, 1 core |",
         "| ring, 1 producer → 1 consumer thread |",

@@ -20,7 +20,7 @@ fn init_creates_a_log_identity_with_private_key_permissions() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let d = dir.to_str().unwrap();
-    let out = chronos(&["init", "--data-dir", d, "--origin", "example.com/chronos/test", "--hash", "sha256"], &[]);
+    let out = chronos(&["init", "--data-dir", d, "--origin", "example.com/chronos/test", "--hash", "blake3"], &[]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
 
@@ -35,7 +35,7 @@ fn init_creates_a_log_identity_with_private_key_permissions() {
     assert_eq!(verifier.name(), "example.com/chronos/test");
     assert!(stdout.contains(vkey.trim()), "{stdout}");
     let cfg = std::fs::read_to_string(dir.join("chronos.toml")).unwrap();
-    assert!(cfg.contains("hash = \"sha256\""), "{cfg}");
+    assert!(cfg.contains("hash = \"blake3\""), "{cfg}");
 
     // Never overwrite an existing log's key.
     let again = chronos(&["init", "--data-dir", d], &[]);
@@ -45,7 +45,7 @@ fn init_creates_a_log_identity_with_private_key_permissions() {
 }
 
 #[test]
-fn init_defaults_to_blake3_and_a_unique_origin() {
+fn init_defaults_to_sha256_and_a_unique_origin() {
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
@@ -54,7 +54,7 @@ fn init_defaults_to_blake3_and_a_unique_origin() {
     let va = NoteVerifier::parse(std::fs::read_to_string(a.join("log.vkey")).unwrap().trim()).unwrap();
     let vb = NoteVerifier::parse(std::fs::read_to_string(b.join("log.vkey")).unwrap().trim()).unwrap();
     assert_ne!(va.name(), vb.name());
-    assert!(std::fs::read_to_string(a.join("chronos.toml")).unwrap().contains("hash = \"blake3\""));
+    assert!(std::fs::read_to_string(a.join("chronos.toml")).unwrap().contains("hash = \"sha256\""));
 }
 
 #[test]
@@ -90,4 +90,5 @@ fn bad_origins_are_refused_with_the_flag_named() {
 
 mod bench;
 mod pipeline;
+mod promises;
 mod verify;

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chronos_ledger::{ChainHead, Checkpoint, Hash, NoteVerifier, TreeHasher, tree};
 use chronos_pg_harness::PgCluster;
 
 /// A minimal HTTP/1.1 client (one request per connection), so the tests
@@ -60,8 +59,34 @@ pub struct Stack {
     pub stdout: PathBuf,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `chronos up` on `data` with the tests' settings, its output to `log`.
+pub fn up_command(
+    data: &std::path::Path,
+    url: &str,
+    addr: &str,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> Command {
+    let log = std::fs::File::create(log).unwrap();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chronos"));
+    c.args(["up", "--data-dir", data.to_str().unwrap(), "--database-url", url, "--listen", addr])
+        .args(["--hashers", "2"])
+        .env_remove("CHRONOS_DATA_DIR")
+        .env_remove("CHRONOS_FAULTS")
+        .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
+        .env("CHRONOS_INGEST_ACK_TIMEOUT_MS", "5000")
+        .env("RUST_LOG", "info,tokio_postgres=warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
 }
 
 impl Stack {
@@ -84,34 +109,13 @@ impl Stack {
         self.dir.path().join("data")
     }
 
-    fn launch(&mut self, env: &[(&str, &str)]) {
+    pub fn launch(&mut self, env: &[(&str, &str)]) {
         self.spawn_up(env);
         self.wait_ready(Duration::from_secs(60));
     }
 
-    fn spawn_up(&mut self, env: &[(&str, &str)]) {
-        let log = std::fs::File::create(&self.stdout).unwrap();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_chronos"));
-        c.args([
-            "up",
-            "--data-dir",
-            self.data().to_str().unwrap(),
-            "--database-url",
-            &self.url,
-            "--listen",
-            &self.addr,
-        ])
-        .args(["--hashers", "2"])
-        .env_remove("CHRONOS_DATA_DIR")
-        .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
-        .env("CHRONOS_INGEST_ACK_TIMEOUT_MS", "5000")
-        .env("RUST_LOG", "info,tokio_postgres=warn")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        self.up = Some(c.spawn().unwrap());
+    pub fn spawn_up(&mut self, env: &[(&str, &str)]) {
+        self.up = Some(up_command(&self.data(), &self.url, &self.addr, &self.stdout, env).spawn().unwrap());
     }
 
     pub fn log(&self) -> String {
@@ -175,66 +179,39 @@ impl Stack {
         client
     }
 
-    /// Checks the ledger the way an outsider would (chain, batch roots,
-    /// global tree, signed checkpoint) and returns every event in leaf order.
+    /// Checks the ledger with `chronos verify` (the oracle: every leaf hash,
+    /// batch root, chain link, the global tree at every signed checkpoint,
+    /// every signature against the key `init` wrote, and every `logs` row
+    /// against the batches), requires the newest signed checkpoint to cover
+    /// every leaf, and returns every event in leaf order.
     pub fn check_ledger(&self) -> Vec<Vec<u8>> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let client = self.client();
-        let h = TreeHasher::unkeyed(chronos_ledger::HashAlg::Blake3);
+        let report = self.verify();
+        assert_eq!(report["status"], "intact", "chronos verify: {report:#}");
+        assert_eq!(report["summary"]["unsigned_leaves"], 0, "the final checkpoint covers every leaf: {report:#}");
+        self.events()
+    }
+
+    /// `chronos verify --json` with the log's own verifier key: the report.
+    pub fn verify(&self) -> serde_json::Value {
         let vkey = std::fs::read_to_string(self.data().join("log.vkey")).unwrap();
-        let verifier = NoteVerifier::parse(vkey.trim()).unwrap();
-        let batches = rt
-            .block_on(client.query(
-                "SELECT seq, first_leaf, leaf_count, root, chain, time_ns, uncertainty_ns, time_source FROM batches ORDER BY seq",
-                &[],
-            ))
-            .unwrap();
-        let logs = rt
-            .block_on(client.query("SELECT leaf_index, batch_seq, leaf_hash, event FROM logs ORDER BY leaf_index", &[]))
-            .unwrap();
-        let mut head = ChainHead::genesis(&h, "test.example/pipeline");
-        let mut leaves = Vec::new();
-        let mut events = Vec::new();
-        let mut li = 0usize;
-        for b in &batches {
-            let (seq, first, count): (i64, i64, i64) = (b.get(0), b.get(1), b.get(2));
-            let header = chronos_ledger::BatchHeader {
-                seq: seq as u64,
-                first_leaf: first as u64,
-                leaf_count: count as u64,
-                root: Hash::from_slice(b.get(3)).unwrap(),
-                time: chronos_ledger::TrustedTime {
-                    time: chronos_ledger::TimeNs(b.get::<_, i64>(5) as u64),
-                    uncertainty_ns: b.get::<_, i64>(6) as u64,
-                    source: chronos_ledger::TimeSource::new(b.get(7)).unwrap(),
-                },
-            };
-            head = head.next(&h, &header).unwrap_or_else(|e| panic!("batch {seq}: {e}"));
-            assert_eq!(head.hash, Hash::from_slice(b.get(4)).unwrap(), "chain of batch {seq}");
-            let mut batch_leaves = Vec::new();
-            for i in 0..count {
-                let row = &logs[li];
-                li += 1;
-                assert_eq!(row.get::<_, i64>(0), first + i, "leaf index");
-                assert_eq!(row.get::<_, i64>(1), seq, "batch of leaf {}", first + i);
-                let ev: Vec<u8> = row.get(3);
-                let leaf = h.leaf(&ev);
-                assert_eq!(leaf, Hash::from_slice(row.get(2)).unwrap(), "leaf hash of {}", first + i);
-                batch_leaves.push(leaf);
-                events.push(ev);
-            }
-            assert_eq!(tree::root(&h, &batch_leaves), header.root, "root of batch {seq}");
-            leaves.extend(batch_leaves);
-        }
-        assert_eq!(li, logs.len(), "logs rows outside every batch");
-        let note: String =
-            rt.block_on(client.query_one("SELECT note FROM checkpoints ORDER BY id DESC LIMIT 1", &[])).unwrap().get(0);
-        let (cp, _) = Checkpoint::open(note.as_bytes(), &verifier).unwrap();
-        assert_eq!(cp.size, leaves.len() as u64, "the final checkpoint covers every leaf");
-        assert_eq!(cp.chain_seq, head.seq);
-        assert_eq!(cp.chain_hash, head.hash);
-        assert_eq!(cp.root, tree::root(&h, &leaves), "checkpoint root");
-        events
+        let out = super::chronos(&["verify", "--database-url", &self.url, "--key", vkey.trim(), "--json"], &[]);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("verify printed no JSON ({e}), {}: {}", out.status, String::from_utf8_lossy(&out.stderr))
+        })
+    }
+
+    /// Every stored event, in leaf order.
+    pub fn events(&self) -> Vec<Vec<u8>> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rows =
+            rt.block_on(self.client().query("SELECT leaf_index, event FROM logs ORDER BY leaf_index", &[])).unwrap();
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                assert_eq!(r.get::<_, i64>(0), i as i64, "logs rows are dense");
+                r.get(1)
+            })
+            .collect()
     }
 }
 
@@ -257,7 +234,7 @@ impl Drop for Stack {
 }
 
 /// Deletes the shared-memory rings of the instance in `data`.
-fn remove_rings(data: &std::path::Path) {
+pub fn remove_rings(data: &std::path::Path) {
     let instance = chronos_wire::instance_id(data);
     for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().starts_with(&format!("chronos-{instance}-")) {
@@ -266,14 +243,14 @@ fn remove_rings(data: &std::path::Path) {
     }
 }
 
-fn gzip(b: &[u8]) -> Vec<u8> {
+pub fn gzip(b: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(b).unwrap();
     e.finish().unwrap()
 }
 
 /// A body of `n` events with ids `tag-0..n`, some padded towards 64 KiB.
-fn body(tag: &str, n: usize, ndjson: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
+pub fn body(tag: &str, n: usize, ndjson: bool) -> (Vec<u8>, Vec<Vec<u8>>) {
     let events: Vec<Vec<u8>> = (0..n)
         .map(|i| {
             let pad = match i % 97 {
@@ -401,35 +378,45 @@ fn every_error_answer_names_the_problem_and_stores_nothing() {
 }
 
 /// Acknowledged bodies: the answered first leaf, and the body's events.
-type Acked = Vec<(u64, Vec<Vec<u8>>)>;
+pub type Acked = Vec<(u64, Vec<Vec<u8>>)>;
 
 /// Sends unique bodies from `threads` clients, retrying each (same bytes)
 /// until it is acknowledged, as Vector does; records every answer.
-struct Load {
+pub struct Load {
     stop: Arc<AtomicBool>,
+    /// Set: a body not acknowledged yet is given up (its instance is gone).
+    give_up: Arc<AtomicBool>,
     acked: Arc<Mutex<Acked>>,
     unavailable: Arc<Mutex<u64>>,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Load {
-    fn start(addr: &str, threads: usize) -> Load {
+    pub fn start(addr: &str, threads: usize) -> Load {
+        Load::named(addr, threads, "t")
+    }
+
+    /// As [`Load::start`], with body ids starting with `name` (unique
+    /// across several loads).
+    pub fn named(addr: &str, threads: usize, name: &str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let give_up = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         let unavailable = Arc::new(Mutex::new(0));
         let handles = (0..threads)
             .map(|t| {
-                let (stop, acked, unavailable, addr) =
-                    (stop.clone(), acked.clone(), unavailable.clone(), addr.to_owned());
+                let (stop, give_up, acked, unavailable, addr) =
+                    (stop.clone(), give_up.clone(), acked.clone(), unavailable.clone(), addr.to_owned());
+                let name = name.to_owned();
                 std::thread::spawn(move || {
                     let mut n = 0;
                     while !stop.load(Ordering::Relaxed) {
                         let ndjson = n % 2 == 0;
-                        let (b, events) = body(&format!("t{t}-{n}"), 20 + (n % 5) * 10, ndjson);
+                        let (b, events) = body(&format!("{name}{t}-{n}"), 20 + (n % 5) * 10, ndjson);
                         let ct = if ndjson { "application/x-ndjson" } else { "application/json" };
                         n += 1;
                         let deadline = Instant::now() + Duration::from_secs(120);
-                        loop {
+                        while !give_up.load(Ordering::Relaxed) {
                             assert!(Instant::now() < deadline, "a body was not acknowledged within 120 s");
                             match http(&addr, "POST", "/ingest", &[("content-type", ct)], &b) {
                                 Ok(r) if r.status == 200 => {
@@ -449,15 +436,15 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, acked, unavailable, handles }
+        Load { stop, give_up, acked, unavailable, handles }
     }
 
-    fn acked(&self) -> usize {
+    pub fn acked(&self) -> usize {
         self.acked.lock().unwrap().len()
     }
 
     /// Waits until `n` more bodies are acknowledged.
-    fn progress(&self, n: usize, within: Duration, log: impl Fn() -> String) {
+    pub fn progress(&self, n: usize, within: Duration, log: impl Fn() -> String) {
         let want = self.acked() + n;
         let deadline = Instant::now() + within;
         while self.acked() < want {
@@ -466,7 +453,13 @@ impl Load {
         }
     }
 
-    fn finish(self) -> (Acked, u64) {
+    /// Stops sending; bodies not acknowledged yet are given up.
+    pub fn abandon(self) -> Acked {
+        self.give_up.store(true, Ordering::Relaxed);
+        self.finish().0
+    }
+
+    pub fn finish(self) -> (Acked, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for h in self.handles {
             h.join().unwrap();
@@ -479,7 +472,7 @@ impl Load {
 
 /// Every acknowledged body is stored at its answered range, byte-exact,
 /// and nothing else is stored (each body was retried until acknowledged).
-fn check_acked(stored: &[Vec<u8>], acked: &[(u64, Vec<Vec<u8>>)]) {
+pub fn check_acked(stored: &[Vec<u8>], acked: &[(u64, Vec<Vec<u8>>)]) {
     for (first, events) in acked {
         for (i, e) in events.iter().enumerate() {
             let at = *first as usize + i;
@@ -491,7 +484,7 @@ fn check_acked(stored: &[Vec<u8>], acked: &[(u64, Vec<Vec<u8>>)]) {
     assert_eq!(stored.len(), total, "stored events = acknowledged events (no duplicates, no strays)");
 }
 
-fn sigkill(pid: i32) {
+pub fn sigkill(pid: i32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
 }
 
@@ -501,7 +494,7 @@ fn sigkill_of_each_service_under_load_loses_and_duplicates_nothing() {
     let load = Load::start(&s.addr, 3);
     load.progress(20, Duration::from_secs(60), || s.log());
     for round in 0..3 {
-        for name in ["vault-writer", "hasher-0", "orchestrator"] {
+        for name in ["vault-writer", "hasher-0", "orchestrator", "ingest-0"] {
             let old = s.pid(name);
             sigkill(old);
             // The supervisor restarts it; the load keeps going.
@@ -518,7 +511,7 @@ fn sigkill_of_each_service_under_load_loses_and_duplicates_nothing() {
     s.stop();
     let stored = s.check_ledger();
     check_acked(&stored, &acked);
-    assert!(s.log().matches("restarting").count() >= 9, "{}", s.log());
+    assert!(s.log().matches("restarting").count() >= 12, "{}", s.log());
 }
 
 #[test]
@@ -527,8 +520,16 @@ fn a_postgres_crash_under_load_gets_503s_then_a_rebuilt_logs_table_and_nothing_l
     let load = Load::start(&s.addr, 3);
     load.progress(20, Duration::from_secs(60), || s.log());
     s.pg.crash().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let r = s.post(b"{\"during\":\"outage\"}\n", &[("content-type", "application/x-ndjson")]);
+    // Once ingest has heard that the database is down, it says so at once.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let r = s.get("/readyz");
+        if r.status == 503 && r.body.contains("PostgreSQL is unreachable") {
+            break s.post(b"{\"during\":\"outage\"}\n", &[("content-type", "application/x-ndjson")]);
+        }
+        assert!(Instant::now() < deadline, "ingest never noticed the outage: {} {}", r.status, r.body);
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.headers.contains_key("retry-after"));
     s.pg.restart().unwrap();
@@ -619,12 +620,12 @@ fn a_database_rolled_back_behind_its_signed_checkpoint_is_refused_with_an_audit_
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(detail.contains("rolled back"), "{detail}");
-    // Nothing is accepted: ingest answers 503, naming the orchestrator.
+    // Nothing is accepted: ingest answers 503, naming the reason.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let r = s.post(b"{\"after\":1}\n", &[("content-type", "application/x-ndjson")]);
         assert_eq!(r.status, 503, "{}", r.body);
-        if r.body.contains("orchestrator") {
+        if r.body.contains("refusing to write: the database was rolled back") {
             break;
         }
         assert!(Instant::now() < deadline, "{}", r.body);

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use chronos_ledger::{Checkpoint, NoteSigner, NoteVerifier, ProofFile};
+use chronos_ledger::tree::{self, MemTree};
+use chronos_ledger::{
+    Checkpoint, Hash, HashAlg, NoteSigner, NoteVerifier, ProofFile, TimeNs, TimeSource, TreeHasher, TrustedTime,
+};
 use serde_json::Value;
 
 use super::chronos;
@@ -433,6 +436,7 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&event_path).unwrap(), events[3], "the proven event is the one that was sent");
     let proof_bytes = std::fs::read(&proof_path).unwrap();
+    assert!(proof_bytes.starts_with(b"c2sp.org/tlog-proof@v1\n"), "a sha256 log (the default) writes C2SP proof files");
     let proof = ProofFile::parse(&proof_bytes).unwrap();
     assert_eq!(proof.index, leaf);
     let depth = (64 - (total - 1).leading_zeros()) as usize;
@@ -445,7 +449,7 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
     assert!(String::from_utf8_lossy(&ok.stdout).starts_with(&format!("OK: leaf {leaf} ")));
     assert!(run(&["verify-proof", proof_path.to_str().unwrap(), "--key", vkey_s]).status.success());
     // The same proof, found by the event's hash.
-    let h = chronos_ledger::TreeHasher::unkeyed(chronos_ledger::HashAlg::Blake3).leaf(&events[3]);
+    let h = TreeHasher::unkeyed(HashAlg::Sha256).leaf(&events[3]);
     let by_hash = run(&["prove", "--database-url", &url, "--key", vkey_s, "--event-hash", &h.to_hex()]);
     assert!(by_hash.status.success(), "{}", stderr(&by_hash));
     assert_eq!(by_hash.stdout, proof_bytes);
@@ -473,7 +477,7 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
         }
     }
     let text = String::from_utf8(proof_bytes.clone()).unwrap();
-    for needle in ["index ", "\n\n", "hash blake3", "\nchain ", "— "] {
+    for needle in ["c2sp.org/", "index ", "\n\n", "hash sha256", "\nchain ", "— "] {
         let at = text.find(needle).unwrap() + needle.len();
         let mut b = proof_bytes.clone();
         b[at] ^= 0x01;
@@ -517,4 +521,159 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("not consistent"), "{}", stderr(&out));
     stack.stop();
+}
+
+/// Issue 12, "a crash is neither tampering nor a stall": PostgreSQL
+/// empties the UNLOGGED `logs` table in crash recovery and the vault writer
+/// restores it from the batches, recording the range still to do in
+/// `logs_rebuild`. `verify` used to call every missing row "deleted" and
+/// exit 1; rows missing where the restore has yet to reach are exit 3, and
+/// only there.
+#[test]
+fn logs_rows_missing_after_a_crash_are_incomplete_not_tampered_but_only_where_the_restore_has_yet_to_reach() {
+    let mut stack = stack();
+    post_bodies(&stack, 0, 10, 10);
+    stack.stop();
+    let total: u64 =
+        stack.pg.psql("postgres", "SELECT max(first_leaf + leaf_count) FROM batches").unwrap().parse().unwrap();
+    assert_eq!(total, 100);
+    let vkey = stack.data().join("log.vkey");
+    let key: &[&str] = &["--key", vkey.to_str().unwrap()];
+    // Rows of leaves 40.. deleted (but those `keep` names), and the
+    // restore recorded as pending from `from`.
+    let restoring = |from: u64, keep: &str| {
+        format!(
+            "DELETE FROM logs WHERE leaf_index >= 40 {keep}; DELETE FROM logs_rebuild; \
+             INSERT INTO logs_rebuild (from_leaf, to_leaf) VALUES ({from}, {total})"
+        )
+    };
+    // (name, SQL, exit, status)
+    let cases: Vec<(&str, String, i32, &str)> = vec![
+        ("untouched", String::new(), 0, "intact"),
+        (
+            "emptied by crash recovery, restore not started",
+            "TRUNCATE logs; DELETE FROM logs_rebuild".into(),
+            3,
+            "intact_logs_incomplete",
+        ),
+        ("leaves 40.. being restored", restoring(40, ""), 3, "intact_logs_incomplete"),
+        ("leaves 40.. missing, but only 60.. being restored", restoring(60, ""), 1, "tampered"),
+        (
+            "a row modified inside the range being restored",
+            restoring(40, "AND leaf_index <> 45")
+                + "; UPDATE logs SET event = set_byte(event, 7, get_byte(event, 7) # 1) WHERE leaf_index = 45",
+            1,
+            "tampered",
+        ),
+    ];
+    let mut reports = Vec::new();
+    for (i, (name, sql, exit, status)) in cases.iter().enumerate() {
+        let db = format!("crashed_{i}");
+        stack.pg.psql("template1", &format!("CREATE DATABASE {db} TEMPLATE postgres STRATEGY FILE_COPY")).unwrap();
+        if !sql.is_empty() {
+            stack.pg.psql(&db, sql).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let url = stack.pg.url(&db);
+        let (code, report) = verify_json(&url, key);
+        assert_eq!((code, report["status"].as_str()), (*exit, Some(*status)), "{name}: {report:#}");
+        let human = run(&[&["verify", "--database-url", &url][..], key].concat());
+        assert_eq!(human.status.code(), Some(*exit), "{name}");
+        reports.push((report, String::from_utf8_lossy(&human.stdout).into_owned()));
+    }
+    let rebuild = |i: usize| &reports[i].0["logs_rebuild"];
+
+    // Untouched: nothing pending, every row read.
+    assert!(rebuild(0).is_null(), "{:#}", reports[0].0);
+    assert_eq!(reports[0].0["summary"]["logs"], total);
+
+    // Emptied, no logs_rebuild row yet: the whole log is pending, and
+    // everything the batches hold was still checked.
+    assert_eq!((&rebuild(1)["from_leaf"], &rebuild(1)["to_leaf"]), (&Value::from(0), &Value::from(total)));
+    assert_eq!(rebuild(1)["rows_missing"], total);
+    assert_eq!(reports[1].0["findings_total"], 0);
+    assert_eq!(
+        (&reports[1].0["summary"]["batches"], &reports[1].0["summary"]["tree_size"]),
+        (&Value::from(10), &Value::from(total))
+    );
+    assert!(reports[1].1.contains("INTACT (logs table incomplete"), "{}", reports[1].1);
+
+    // Being restored from leaf 40: the report names the range.
+    assert_eq!((&rebuild(2)["from_leaf"], &rebuild(2)["to_leaf"]), (&Value::from(40), &Value::from(total)));
+    assert_eq!(rebuild(2)["rows_missing"], total - 40);
+    assert_eq!(reports[2].0["summary"]["logs"], 40);
+    assert!(
+        reports[2].1.contains("INTACT (logs table incomplete") && reports[2].1.contains("40..100"),
+        "{}",
+        reports[2].1
+    );
+
+    // The row says 60..: rows 40..59 are deleted, each of them.
+    let findings = reports[3].0["findings"].as_array().unwrap();
+    let deleted: Vec<u64> = findings
+        .iter()
+        .filter(|f| f["kind"] == "deleted" && f["table"] == "logs")
+        .filter_map(|f| f["leaf"].as_u64())
+        .collect();
+    assert_eq!(deleted, (40..60).collect::<Vec<u64>>(), "{:#}", reports[3].0);
+    assert_eq!(reports[3].0["findings_total"], 20);
+    assert!(reports[3].1.contains("TAMPERED"), "{}", reports[3].1);
+
+    // A present row inside the pending range is still checked.
+    let first = first_of(&reports[4].0);
+    assert_eq!(
+        (&first["kind"], &first["table"], &first["leaf"]),
+        (&Value::from("modified"), &Value::from("logs"), &Value::from(45))
+    );
+    assert_eq!(reports[4].0["findings_total"], 1, "{:#}", reports[4].0);
+}
+
+#[test]
+fn verify_proof_reads_a_blake3_logs_own_header_and_refuses_the_c2sp_one() {
+    // Offline: a blake3 log's checkpoint signed here, no database.
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::from_seed("test.example/blake3", &[3; 32]).unwrap();
+    let vkey = signer.verifier().to_string();
+    let h = TreeHasher::unkeyed(HashAlg::Blake3);
+    let events: Vec<Vec<u8>> = (0..5).map(|i| format!("{{\"n\":{i}}}").into_bytes()).collect();
+    let mut mem = MemTree::new();
+    for e in &events {
+        mem.append(&h, h.leaf(e));
+    }
+    let cp = Checkpoint {
+        origin: signer.name().to_owned(),
+        size: 5,
+        root: mem.root(&h),
+        hash: HashAlg::Blake3,
+        chain_seq: 1,
+        chain_hash: Hash([7; 32]),
+        time: TrustedTime { time: TimeNs(1_795_252_798_000_000_000), uncertainty_ns: 0, source: TimeSource::local() },
+    };
+    let proof = ProofFile {
+        extra: Some(h.leaf(&events[3]).0.to_vec()),
+        index: 3,
+        path: tree::inclusion_proof(&h, &mem, 3, 5).unwrap(),
+        checkpoint: cp.sign(&signer).unwrap(),
+    };
+    let text = proof.encode().unwrap();
+    assert!(text.starts_with("chronos/tlog-proof-blake3@v1\n"), "{text}");
+    let event = write(tmp.path(), "event", &events[3]);
+    let event = event.to_str().unwrap();
+
+    let own = write(tmp.path(), "blake3.tlog-proof", text.as_bytes());
+    let ok = run(&["verify-proof", own.to_str().unwrap(), "--key", &vkey, "--event", event]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: leaf 3 "), "{}", String::from_utf8_lossy(&ok.stdout));
+
+    // The same file under the C2SP line, as Chronos wrote it before blake3
+    // files had their own: refused as invalid, saying which line it needs.
+    let c2sp = text.replacen("chronos/tlog-proof-blake3@v1", "c2sp.org/tlog-proof@v1", 1);
+    let c2sp = write(tmp.path(), "c2sp.tlog-proof", c2sp.as_bytes());
+    let bad = run(&["verify-proof", c2sp.to_str().unwrap(), "--key", &vkey, "--event", event]);
+    assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad)
+            .contains("the checkpoint says `hash blake3`, whose proof files begin with chronos/tlog-proof-blake3@v1"),
+        "{}",
+        stderr(&bad)
+    );
 }

@@ -211,14 +211,18 @@ fn size_and_count_limits_are_413_with_the_event_named() {
 }
 
 #[test]
-fn the_idempotency_key_is_the_decoded_bodys_hash() {
+fn the_idempotency_key_is_the_clients_identity_and_the_decoded_body() {
     let data = b"{\"a\":1}";
     let limits = Limits::default();
     let (gz, zs) = (gzip(data), zstd::encode_all(&data[..], 1).unwrap());
     let a = body::decode(Encoding::Gzip, &gz, &limits).unwrap();
     let b = body::decode(Encoding::Zstd, &zs, &limits).unwrap();
-    assert_eq!(body::idempotency_key(&a), body::idempotency_key(&b));
-    assert_ne!(body::idempotency_key(&a), body::idempotency_key(b"{\"a\":2}"));
+    assert_eq!(body::idempotency_key(b"c", &a), body::idempotency_key(b"c", &b));
+    assert_ne!(body::idempotency_key(b"c", &a), body::idempotency_key(b"c", b"{\"a\":2}"));
+    // Scoped to the client: the same bytes from another client are another
+    // body, and the identity's boundary with the body cannot be shifted.
+    assert_ne!(body::idempotency_key(b"c", &a), body::idempotency_key(b"d", &a));
+    assert_ne!(body::idempotency_key(b"ab", b"c"), body::idempotency_key(b"a", b"bc"));
 }
 
 /// A JSON object written with arbitrary (valid) spacing, as clients do.

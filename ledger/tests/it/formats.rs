@@ -2,7 +2,7 @@
 //! implementation, round trips, and rejection of malformed or forged input.
 
 use chronos_ledger::chain::{TimeNs, TimeSource, TrustedTime};
-use chronos_ledger::proof::ProofFile;
+use chronos_ledger::proof::{self, ProofFile};
 use chronos_ledger::spec::{MAX_NOTE_BYTES, MAX_PROOF_BYTES};
 use chronos_ledger::tree::{self, MemTree};
 use chronos_ledger::{
@@ -218,10 +218,11 @@ fn proof_files_round_trip_and_verify_offline() {
             path: tree::inclusion_proof(&h, &tree, 20, 37).unwrap(),
             checkpoint: note.clone(),
         };
-        let text = proof.encode();
-        assert!(text.starts_with("c2sp.org/tlog-proof@v1\nextra "));
+        let text = proof.encode().unwrap();
+        assert!(text.starts_with(&format!("{}\nextra ", proof::header(alg))), "{alg}: {text}");
         let parsed = ProofFile::parse(text.as_bytes()).unwrap();
         assert_eq!(parsed, proof);
+        assert_eq!(parsed.encode().unwrap(), text, "{alg}: the file is written back byte for byte");
         let ok = parsed.verify(&v, key.as_ref(), Some(event)).unwrap();
         assert_eq!((ok.index, ok.leaf, ok.checkpoint.size), (20, leaf, 37));
         parsed.verify(&v, key.as_ref(), None).unwrap();
@@ -259,7 +260,7 @@ fn proof_files_reject_malformed_input() {
     let note = cp.sign(&signer()).unwrap();
     let good =
         ProofFile { extra: None, index: 1, path: tree::inclusion_proof(&h, &tree, 1, 4).unwrap(), checkpoint: note };
-    let text = good.encode();
+    let text = good.encode().unwrap();
     assert_eq!(ProofFile::parse(text.as_bytes()).unwrap(), good);
     // Without extra and without an event there is nothing to prove.
     assert!(matches!(good.verify(&signer().verifier(), None, None), Err(VerifyError::NoLeaf)));
@@ -278,7 +279,86 @@ fn proof_files_reject_malformed_input() {
     let huge = format!("{text}{}", "x".repeat(MAX_PROOF_BYTES));
     assert!(matches!(ProofFile::parse(huge.as_bytes()), Err(FormatError::TooLarge { .. })));
     let long = ProofFile { path: vec![Hash([1; 32]); 65], ..good.clone() };
-    assert!(ProofFile::parse(long.encode().as_bytes()).is_err());
+    assert!(ProofFile::parse(long.encode().unwrap().as_bytes()).is_err());
+    // A proof file is written only around a signed checkpoint: its `hash`
+    // line decides the first line.
+    let loose = ProofFile { checkpoint: cp.body(), ..good.clone() };
+    assert!(loose.encode().is_err());
+}
+
+#[test]
+fn proof_file_headers_are_c2sp_for_sha256_and_name_the_algorithm_otherwise() {
+    assert_eq!(proof::C2SP_PROOF_HEADER, "c2sp.org/tlog-proof@v1");
+    let known = [
+        (HashAlg::Sha256, "c2sp.org/tlog-proof@v1"),
+        (HashAlg::Blake3, "chronos/tlog-proof-blake3@v1"),
+        (HashAlg::Blake3Keyed, "chronos/tlog-proof-blake3-keyed@v1"),
+        (HashAlg::HmacSha256, "chronos/tlog-proof-hmac-sha256@v1"),
+    ];
+    assert_eq!(known.len(), HashAlg::ALL.len());
+    for (alg, line) in known {
+        assert_eq!(proof::header(alg), line, "{alg}");
+    }
+}
+
+#[test]
+fn a_proof_file_whose_first_line_is_another_algorithms_is_refused_and_says_so() {
+    for named in HashAlg::ALL {
+        let h = crate::hasher(named);
+        let (cp, tree) = checkpoint(&h, 6);
+        let good = ProofFile {
+            extra: Some(crate::leaves(&h, 6)[2].0.to_vec()),
+            index: 2,
+            path: tree::inclusion_proof(&h, &tree, 2, 6).unwrap(),
+            checkpoint: cp.sign(&signer()).unwrap(),
+        };
+        let text = good.encode().unwrap();
+        for declared in HashAlg::ALL.into_iter().filter(|&a| a != named) {
+            let swapped = text.replacen(proof::header(named), proof::header(declared), 1);
+            assert_eq!(
+                ProofFile::parse(swapped.as_bytes()),
+                Err(FormatError::ProofHeaderMismatch { header: declared, checkpoint: named }),
+                "{declared} header on a {named} checkpoint"
+            );
+        }
+    }
+    // The two cases a C2SP tool and Chronos could confuse, with what the
+    // error tells the reader.
+    let blake3 = TreeHasher::unkeyed(HashAlg::Blake3);
+    let (cp, tree) = checkpoint(&blake3, 6);
+    let proof = ProofFile {
+        extra: None,
+        index: 2,
+        path: tree::inclusion_proof(&blake3, &tree, 2, 6).unwrap(),
+        checkpoint: cp.sign(&signer()).unwrap(),
+    };
+    let text = proof.encode().unwrap();
+    assert!(text.starts_with("chronos/tlog-proof-blake3@v1\n"), "{text}");
+    let as_c2sp = text.replacen("chronos/tlog-proof-blake3@v1", "c2sp.org/tlog-proof@v1", 1);
+    let e = ProofFile::parse(as_c2sp.as_bytes()).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "proof file: line 1: c2sp.org/tlog-proof@v1 is the first line of sha256 proof files, but the checkpoint \
+         says `hash blake3`, whose proof files begin with chronos/tlog-proof-blake3@v1"
+    );
+    let sha256 = TreeHasher::unkeyed(HashAlg::Sha256);
+    let (cp, tree) = checkpoint(&sha256, 6);
+    let proof = ProofFile {
+        extra: None,
+        index: 2,
+        path: tree::inclusion_proof(&sha256, &tree, 2, 6).unwrap(),
+        checkpoint: cp.sign(&signer()).unwrap(),
+    };
+    let text = proof.encode().unwrap();
+    assert!(text.starts_with("c2sp.org/tlog-proof@v1\nindex 2\n"), "{text}");
+    let as_blake3 = text.replacen("c2sp.org/tlog-proof@v1", "chronos/tlog-proof-blake3@v1", 1);
+    let e = ProofFile::parse(as_blake3.as_bytes()).unwrap_err().to_string();
+    assert!(e.contains("says `hash sha256`, whose proof files begin with c2sp.org/tlog-proof@v1"), "{e}");
+    // Unknown first lines, including near misses, stay plain malformed input.
+    for first in ["chronos/tlog-proof-sha256@v1", "chronos/tlog-proof-blake3@v2", "chronos/tlog-proof@v1", ""] {
+        let other = text.replacen("c2sp.org/tlog-proof@v1", first, 1);
+        assert!(matches!(ProofFile::parse(other.as_bytes()), Err(FormatError::Malformed { line: 1, .. })), "{first:?}");
+    }
 }
 
 /// The fenced block after `<!-- example: NAME -->` in spec/ledger.md.
@@ -485,7 +565,7 @@ mod mutations {
                 path: tree::inclusion_proof(&h, &tree, 7, 11).unwrap(),
                 checkpoint: cp.sign(&signer()).unwrap(),
             };
-            let edited = edit(proof.encode().as_bytes(), &e);
+            let edited = edit(proof.encode().unwrap().as_bytes(), &e);
             if let Ok(p) = ProofFile::parse(&edited)
                 && let Ok(ok) = p.verify(&signer().verifier(), None, None)
             {

@@ -17,6 +17,7 @@ struct Doc {
 #[derive(Deserialize)]
 struct AlgVectors {
     alg: String,
+    proof_header: String,
     key: Option<String>,
     key_check: Option<String>,
     leaf_hashes: Vec<String>,
@@ -198,5 +199,6 @@ fn every_algorithm_matches_the_independent_script() {
             assert_eq!(head.hash, h(&b.chain), "{ctx}: chain({})", b.seq);
         }
         assert_eq!(hasher.key_check().map(hex::encode), v.key_check, "{ctx}: key check");
+        assert_eq!(chronos_ledger::proof::header(alg), v.proof_header, "{ctx}: proof file header");
     }
 }

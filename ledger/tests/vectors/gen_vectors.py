@@ -6,7 +6,8 @@ Python's hashlib/hmac and the `blake3` package from PyPI.
     pip install blake3==1.0.11 cryptography && python3 ledger/tests/vectors/gen_vectors.py > ledger/tests/vectors/vectors.json
 
 The output is committed; the Rust tests read it. Re-run only when the spec
-changes (which changes every stored log, so: never, for a given /v1).
+changes. No hash, root or chain value may ever change for a given /v1 (that
+would change every stored log); the proof-file headers were added later.
 """
 import hashlib
 import hmac
@@ -91,6 +92,13 @@ def link(H, prev, rec):
     return H(b"\x02chronos/chain/v1" + prev + rec)
 
 
+def proof_header(alg):
+    """First line of a proof file (section 9): C2SP's for sha256 only."""
+    if alg == "sha256":
+        return "c2sp.org/tlog-proof@v1"
+    return "chronos/tlog-proof-%s@v1" % alg
+
+
 # The eight inputs of the RFC 6962 / certificate-transparency test corpus,
 # then 33 more of varied lengths.
 LEAVES = [bytes.fromhex(x) for x in ["", "00", "10", "2021", "3031", "40414243",
@@ -105,6 +113,7 @@ def vectors(alg):
     n = len(LEAVES)
     out = {
         "alg": alg,
+        "proof_header": proof_header(alg),
         "leaf_hashes": [H(b"\x00" + d).hex() for d in LEAVES],
         "roots": [mth(H, LEAVES[:s]).hex() for s in range(n + 1)],
         "inclusion": [],
@@ -162,7 +171,7 @@ def spec_example():
         b64(bytes.fromhex(last["chain"])), 1_763_700_001_500_000_000, 2_000_000, "local")
     sig = sk.sign(body.encode())
     note = body + "\n" + "\u2014 " + origin + " " + b64(key_id + sig) + "\n"
-    proof = "c2sp.org/tlog-proof@v1\nextra %s\nindex 5\n" % b64(H(b"\x00" + LEAVES[5]))
+    proof = "%s\nextra %s\nindex 5\n" % (proof_header("blake3"), b64(H(b"\x00" + LEAVES[5])))
     proof += "".join(b64(h) + "\n" for h in path(H, 5, LEAVES)) + "\n" + note
     return {"verifier_key": vkey, "checkpoint": note, "proof": proof}
 

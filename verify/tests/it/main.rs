@@ -7,7 +7,7 @@
 use chronos_ledger::chain::{TimeNs, TimeSource, TrustedTime};
 use chronos_ledger::{Checkpoint, Hash, HashAlg, HashKey};
 use chronos_pg_harness::TestDb;
-use chronos_verify::{Error, Kind, NoProgress, Options, Report, Status, verify_database};
+use chronos_verify::{Error, Kind, LogsRebuild, NoProgress, Options, RebuildCause, Report, Status, verify_database};
 
 #[path = "../../benches/common/fixture.rs"]
 mod fixture;
@@ -136,4 +136,140 @@ fn checkpoints_that_the_log_does_not_match_are_named() {
     let other = chronos_ledger::NoteSigner::generate(fixture::ORIGIN).unwrap();
     let foreign = Options { saved_checkpoint: Some(wrong_root.sign(&other).unwrap()), ..trusted(&signer) };
     assert!(matches!(verify_database(&db.url, &foreign, &NoProgress), Err(Error::SavedCheckpoint(_))));
+}
+
+/// A copy of the built ledger, changed by `sql`, verified.
+fn verify_copy(db: &TestDb, copy: &str, sql: &str, opts: &Options) -> Report {
+    db.cluster.psql("template1", &format!("CREATE DATABASE {copy} TEMPLATE {} STRATEGY FILE_COPY", db.name)).unwrap();
+    db.cluster.psql(copy, sql).unwrap();
+    verify(&db.cluster.url(copy), opts)
+}
+
+fn deleted_logs_leaves(r: &Report) -> Vec<u64> {
+    r.findings.iter().filter(|f| (f.kind, f.table) == (Kind::Deleted, "logs")).filter_map(|f| f.leaf).collect()
+}
+
+/// Issue 12: crash recovery empties the UNLOGGED `logs`; that was reported
+/// as 300 deleted rows.
+#[test]
+fn a_logs_table_emptied_by_crash_recovery_is_incomplete_not_deleted_even_before_schema_version_4() {
+    let spec = fixture::Spec { events: 300, batch: 20, alg: HashAlg::Blake3, key: None, checkpoint_every: 2 };
+    let (db, signer) = build("emptied", &spec);
+    let opts = trusted(&signer);
+    let untouched = verify(&db.url, &opts);
+    assert_eq!((untouched.status, untouched.logs_rebuild.as_ref()), (Status::Intact, None), "{:?}", untouched.findings);
+
+    // Schema version 3 has no logs_rebuild table: an empty `logs` alone
+    // says that the restore has not begun.
+    let r = verify_copy(&db, "emptied_v3", "DROP TABLE logs_rebuild; TRUNCATE logs", &opts);
+    assert_eq!(r.status, Status::IntactLogsIncomplete, "{:#?}", r.findings);
+    assert_eq!(
+        r.logs_rebuild,
+        Some(LogsRebuild { cause: RebuildCause::LogsEmpty, from_leaf: 0, to_leaf: 300, rows_missing: 300 })
+    );
+    // Everything the batches hold was still checked.
+    assert_eq!(r.findings_total, 0);
+    assert_eq!((r.summary.batches, r.summary.logs, r.summary.tree_size), (15, 0, 300));
+    assert_eq!((r.summary.checkpoints, r.summary.unsigned_leaves), (untouched.summary.checkpoints, 0));
+
+    // A crash in the middle of a restore empties `logs` again: every leaf
+    // is pending, whatever the row says.
+    let r = verify_copy(
+        &db,
+        "emptied_again",
+        "TRUNCATE logs; INSERT INTO logs_rebuild (from_leaf, to_leaf) VALUES (120, 300)",
+        &opts,
+    );
+    assert_eq!(r.status, Status::IntactLogsIncomplete, "{:#?}", r.findings);
+    assert_eq!(
+        r.logs_rebuild,
+        Some(LogsRebuild { cause: RebuildCause::LogsEmpty, from_leaf: 0, to_leaf: 300, rows_missing: 300 })
+    );
+
+    // Findings win: the batches are checked in full, and a changed one is
+    // tampering however incomplete `logs` is.
+    let r = verify_copy(
+        &db,
+        "emptied_tampered",
+        "TRUNCATE logs; UPDATE batches SET time_ns = time_ns - 1 WHERE seq = 7",
+        &opts,
+    );
+    assert_eq!(r.status, Status::Tampered);
+    assert_eq!(
+        (r.findings_total, r.findings[0].kind, r.findings[0].seq),
+        (1, Kind::ChainBroken, Some(7)),
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.logs_rebuild.map(|l| l.rows_missing), Some(300));
+}
+
+#[test]
+fn a_logs_rebuild_row_excuses_missing_rows_only_in_its_range() {
+    let spec = fixture::Spec { events: 300, batch: 20, alg: HashAlg::Sha256, key: None, checkpoint_every: 3 };
+    let (db, signer) = build("rebuild_row", &spec);
+    let opts = trusted(&signer);
+    let restoring = |from: u64, to: u64| {
+        format!(
+            "DELETE FROM logs WHERE leaf_index >= 100; INSERT INTO logs_rebuild (from_leaf, to_leaf) VALUES ({from}, {to})"
+        )
+    };
+
+    let r = verify_copy(&db, "row_covers", &restoring(100, 300), &opts);
+    assert_eq!(r.status, Status::IntactLogsIncomplete, "{:#?}", r.findings);
+    assert_eq!(
+        r.logs_rebuild,
+        Some(LogsRebuild { cause: RebuildCause::LogsRebuildRow, from_leaf: 100, to_leaf: 300, rows_missing: 200 })
+    );
+    assert_eq!(r.summary.logs, 100);
+
+    // Rows of 100..150 are missing where nothing restores them: deleted.
+    let r = verify_copy(&db, "row_short", &restoring(150, 300), &opts);
+    assert_eq!(r.status, Status::Tampered);
+    assert_eq!(deleted_logs_leaves(&r), (100..150).collect::<Vec<_>>());
+    assert_eq!(r.findings_total, 50);
+    assert_eq!(r.logs_rebuild.map(|l| (l.from_leaf, l.rows_missing)), Some((150, 150)));
+
+    // A row reaching past the log's end is cut at the end.
+    let r = verify_copy(&db, "row_long", &restoring(100, 1 << 40), &opts);
+    assert_eq!(r.status, Status::IntactLogsIncomplete, "{:#?}", r.findings);
+    assert_eq!(r.logs_rebuild.map(|l| (l.from_leaf, l.to_leaf, l.rows_missing)), Some((100, 300, 200)));
+
+    // A restore that is done (from_leaf reached to_leaf): nothing pending.
+    let r = verify_copy(
+        &db,
+        "row_done",
+        "DELETE FROM logs WHERE leaf_index = 42; INSERT INTO logs_rebuild (from_leaf, to_leaf) VALUES (300, 300)",
+        &opts,
+    );
+    assert_eq!((r.status, deleted_logs_leaves(&r), r.logs_rebuild), (Status::Tampered, vec![42], None));
+
+    // A row that is not a range (its CHECKs dropped) excuses nothing.
+    let r = verify_copy(
+        &db,
+        "row_backwards",
+        "ALTER TABLE logs_rebuild DROP CONSTRAINT logs_rebuild_check; DELETE FROM logs WHERE leaf_index = 250; \
+         INSERT INTO logs_rebuild (from_leaf, to_leaf) VALUES (280, 200)",
+        &opts,
+    );
+    assert_eq!((r.status, deleted_logs_leaves(&r), r.logs_rebuild), (Status::Tampered, vec![250], None));
+    assert!(r.notes.iter().any(|n| n.contains("logs_rebuild row (280, 200)")), "{:?}", r.notes);
+
+    // Rows present in the range are checked as usual.
+    let r = verify_copy(
+        &db,
+        "row_modified",
+        "DELETE FROM logs WHERE leaf_index >= 100; \
+         UPDATE logs SET event = set_byte(event, 3, get_byte(event, 3) # 1) WHERE leaf_index = 99; \
+         INSERT INTO logs_rebuild (from_leaf, to_leaf) VALUES (90, 300)",
+        &opts,
+    );
+    assert_eq!(r.status, Status::Tampered);
+    assert_eq!(
+        (r.findings_total, r.findings[0].kind, r.findings[0].leaf),
+        (1, Kind::Modified, Some(99)),
+        "{:#?}",
+        r.findings
+    );
+    assert_eq!(r.logs_rebuild.map(|l| (l.from_leaf, l.rows_missing)), Some((90, 200)));
 }
