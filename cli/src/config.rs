@@ -99,7 +99,7 @@ pub struct PipelineConfig {
     /// this window gets the first answer and is stored once; after it, a
     /// retry is stored again), seconds.
     pub key_window_secs: u64,
-    /// Most idempotency keys remembered at once (about 100 bytes of the
+    /// Most idempotency keys remembered at once (about 120 bytes of the
     /// orchestrator's memory each); when more bodies arrive within the
     /// window, the oldest keys are forgotten early (counted in
     /// chronos_orchestrator_idempotency_keys_evicted).

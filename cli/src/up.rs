@@ -253,6 +253,9 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     }
     // Flags are checked like the file, and the children see the same values.
     let plan = Plan::validate(data_dir, log, cfg)?;
+    // A fault plan this binary cannot honour is refused here, once, rather
+    // than by every service it starts.
+    chronos_faults::Faults::from_env().map_err(anyhow::Error::msg)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let stop = signal_received(&rt)?;
     let run_dir = plan.run_dir();

@@ -8,16 +8,19 @@
 //! A [`checkpoint`] thread signs a checkpoint for the *committed* head
 //! every interval (when it moved) and at shutdown: never for batches only
 //! sequenced, so a signed checkpoint can never name a batch that a crash
-//! then loses.
+//! then loses. Each is saved outside the database first ([`saved`]); if
+//! the thread stops, the whole process stops (sequencing never goes on
+//! unsigned) and the supervisor restarts it.
 //!
 //! What it does not do: hash events (hashers do), write the database's
 //! ledger tables (the vault writer does), or trust its own memory across
 //! restarts: at start it restores everything from PostgreSQL ([`restore`])
-//! and checks it against the latest signed checkpoint before it accepts a
-//! batch.
+//! and checks it against the latest signed checkpoint, the one saved
+//! outside the database and the writer lease before it accepts a batch.
 //!
-//! Crash boundary: input records are released only after their outputs are
-//! committed to the `sequenced` ring. A successor first waits until the
+//! Crash boundary (fault points `orchestrator.before-publish` and
+//! `orchestrator.after-publish`): input records are released only after
+//! their outputs are committed to the `sequenced` ring. A successor first waits until the
 //! vault writer has committed everything in that ring, then restores from
 //! the database; re-read inputs whose batches were committed are answered
 //! as duplicates, the rest are sequenced anew.

@@ -16,7 +16,7 @@ pub struct Restored {
     pub root: Hash,
     pub range: CompactRange,
     pub keys: Vec<RecentKey>,
-    /// The latest signed checkpoint (in the database or saved outside it).
+    /// The latest signed checkpoint stored in the database.
     pub last_signed: Option<LastSigned>,
     /// Time of the newest batch, ns.
     pub last_time: u64,
@@ -110,19 +110,15 @@ pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError>
     };
     let saved = match saved {
         None => None,
+        // The key's name is the log's origin: a checkpoint of another log
+        // (a data directory of another log) fails here too.
         Some(note) => match Checkpoint::open(note.as_bytes(), &verifier) {
-            Ok((cp, _)) if cp.origin == settings.origin => Some(cp),
-            Ok((cp, _)) => {
-                let reason = format!(
-                    "the saved checkpoint {} is of log {:?}, not {:?}: this data directory belongs to another log",
-                    file.display(),
-                    cp.origin,
-                    settings.origin
-                );
-                return Err(refuse(&mut vault, "saved_checkpoint_foreign", reason).await);
-            }
+            Ok((cp, _)) => Some(cp),
             Err(e) => {
-                let reason = format!("the saved checkpoint {} does not verify with the log's key: {e}", file.display());
+                let reason = format!(
+                    "the saved checkpoint {} does not verify with this log's key (altered, or of another log): {e}",
+                    file.display()
+                );
                 return Err(refuse(&mut vault, "saved_checkpoint_unreadable", reason).await);
             }
         },
@@ -141,11 +137,11 @@ pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError>
         let reason = format!("cannot save the checkpoint to {}: {e}", file.display());
         return Err(refuse(&mut vault, "saved_checkpoint_unwritable", reason).await);
     }
-    let last_signed = [stored.map(|s| s.0), saved]
-        .into_iter()
-        .flatten()
-        .max_by_key(|cp| cp.size)
-        .map(|cp| LastSigned { size: cp.size, seq: cp.chain_seq, time_ns: cp.time.time.0 });
+    // The signer goes on from what the database holds, not from the file: a
+    // checkpoint only saved (its signer died before storing it) is signed
+    // again, else the head it covers stays without a stored checkpoint (and
+    // its batches unprovable) until the log grows.
+    let last_signed = stored.map(|(cp, _)| LastSigned { size: cp.size, seq: cp.chain_seq, time_ns: cp.time.time.0 });
     let keys = vault.recent_keys(settings.key_window).await?;
     let last_time: Option<i64> = vault
         .client()

@@ -13,6 +13,8 @@
 //! database stores the checkpoint, the file is newer than the database's
 //! newest checkpoint; that is fine, because a checkpoint is only ever
 //! signed for batches already committed, which the database still holds.
+//! The successor goes on from the database's newest checkpoint, so it
+//! signs that head again and stores it.
 
 use std::io::Write as _;
 use std::path::Path;

@@ -94,7 +94,8 @@ struct Seen {
 /// its bytes, see ingest's `body::idempotency_key`) was sequenced less than
 /// `window` ago, and is among the newest `limit` keys, gets the first
 /// answer and is stored once; past that it is stored again (at least
-/// once). Memory is bounded by `limit` keys (about 100 bytes each).
+/// once). Memory is bounded by `limit` keys (about 120 bytes each: the map
+/// entry and the expiry queue entry).
 #[derive(Debug)]
 pub struct Validate {
     window: Duration,

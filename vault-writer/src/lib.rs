@@ -1,28 +1,38 @@
 //! The vault writer: the only process that writes the ledger's tables.
 //!
-//! It reads `SEQUENCED` and `DUPLICATE` records from the orchestrator's
-//! ring, gathers them into flushes (bounded by batch count, bytes and the
-//! age of the oldest record), commits each flush in one transaction
-//! ([`chronos_vault::store::Vault::commit`]: binary COPY into `batches` and
-//! the UNLOGGED `logs`, tiles, idempotency keys), and only then releases
-//! the records and acknowledges each request on its ingest slot's ack
-//! ring. It also sends each ingest process a heartbeat saying whether
-//! PostgreSQL is reachable, which `/readyz` and the 503s rely on.
+//! It reads `SEQUENCED`, `DUPLICATE` and `REFUSED` records from the
+//! orchestrator's ring, gathers them into flushes (bounded by batch count,
+//! bytes and the age of the oldest record), commits each flush in one
+//! transaction ([`chronos_vault::store::Vault::commit`]: the writer lease's
+//! epoch re-checked, binary COPY into `batches` and the UNLOGGED `logs`,
+//! tiles, idempotency keys), and only then releases the records and answers
+//! each request on its ingest slot's ack ring (`ACK`, or `REFUSED` with an
+//! audit event, at most [`AUDIT_PER_MINUTE`]). It also sends each ingest
+//! process a heartbeat saying whether PostgreSQL is reachable, which
+//! `/readyz` and the 503s rely on, and restores `logs` rows lost in a
+//! PostgreSQL crash on a thread of its own while commits go on.
 //!
 //! What it does not do: decide anything about the ledger. It checks what
-//! it is given (consecutive seq, each chain link recomputed) and stops,
-//! leaving an audit event, when that fails: it never writes a batch that
-//! does not extend the stored chain.
+//! it is given (consecutive seq, each chain link recomputed, the lease
+//! still ours) and stops, leaving an audit event, when that fails: it never
+//! writes a batch that does not extend the stored chain. Database errors
+//! are sorted by SQLSTATE: a broken connection is retried, a refusal
+//! (a constraint violation: another writer's batch) stops it.
 //!
-//! Crash boundaries:
-//! * killed before a commit: PostgreSQL discards the transaction, the
-//!   records are still unreleased, the successor commits them;
-//! * killed after a commit, before the release: the successor re-reads
-//!   them, sees their seq is committed, skips them and acknowledges them
-//!   again (ingest ignores answers it no longer waits for);
+//! Crash boundaries (each has a fault point, see `chronos_faults`):
+//! * killed before a commit (`vault-writer.before-commit`): PostgreSQL
+//!   discards the transaction, the records are still unreleased, the
+//!   successor commits them;
+//! * killed after a commit, before the release (`vault-writer.after-commit`):
+//!   the successor re-reads them, finds their seq committed, checks that the
+//!   stored batch has the record's chain value (else refuses: another
+//!   writer) and acknowledges them again (ingest ignores answers it no
+//!   longer waits for); a commit that failed after persisting is the same;
 //! * PostgreSQL unreachable: nothing is released, flushes are retried with
 //!   backoff, heartbeats say the database is down so ingest answers 503;
-//!   after a PostgreSQL crash the `logs` table is rebuilt before writing.
+//!   after a PostgreSQL crash the missing `logs` range is recorded in
+//!   `logs_rebuild` before anything new is committed, then restored in the
+//!   background (`vault-writer.rebuild`), resumable after a kill.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -98,6 +108,8 @@ pub struct Metrics {
     pub db_up: Gauge,
     /// Leaves whose `logs` rows are still being restored after a crash.
     pub rebuild_remaining: Gauge,
+    /// Audit events of refused bodies left out by the rate limit.
+    pub audit_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -113,6 +125,7 @@ impl Default for Metrics {
             committed_seq: Gauge::default(),
             db_up: Gauge::default(),
             rebuild_remaining: Gauge::default(),
+            audit_dropped: Counter::default(),
         }
     }
 }
@@ -139,6 +152,11 @@ impl Metrics {
             "chronos_vault_writer_logs_rebuild_remaining",
             "Leaves whose logs rows are still being restored from the batches after a PostgreSQL crash",
             self.rebuild_remaining.clone(),
+        );
+        r.register(
+            "chronos_vault_writer_audit_events_dropped",
+            "Audit events of refused bodies not written because of the rate limit (AUDIT_PER_MINUTE)",
+            self.audit_dropped.clone(),
         );
         r.register(
             "chronos_vault_writer_database_up",
@@ -407,7 +425,13 @@ impl Writer<'_> {
         };
         match chronos_vault::lease::check(vault.client(), self.s.epoch).await {
             Ok(()) => {}
-            Err(e @ VaultError::Fenced { .. }) => return Err(VaultWriterError::Refused(e.to_string())),
+            Err(e @ VaultError::Fenced { .. }) => {
+                let detail = serde_json::json!({ "reason": e.to_string() }).to_string();
+                if let Err(a) = vault.audit("vault_writer", "vault_writer_refused", &detail).await {
+                    tracing::error!(error = %a, "could not record the audit event");
+                }
+                return Err(VaultWriterError::Refused(e.to_string()));
+            }
             Err(e) => return Err(db_err(e)),
         }
         // Rows of `logs` lost in a PostgreSQL crash are restored in the
@@ -624,7 +648,10 @@ impl Writer<'_> {
     async fn audit_refusals(&mut self, reasons: &[String]) {
         let Some(v) = self.vault.as_mut() else { return };
         for reason in reasons {
-            let Some(skipped) = self.audit_limit.admit() else { continue };
+            let Some(skipped) = self.audit_limit.admit() else {
+                self.metrics.audit_dropped.inc();
+                continue;
+            };
             let detail = serde_json::json!({ "reason": reason, "not_recorded_before": skipped }).to_string();
             if let Err(e) = v.audit("vault_writer", "batch_refused", &detail).await {
                 tracing::warn!(error = %e, "could not record the audit event of a refused body");
@@ -753,4 +780,22 @@ async fn rebuild(
 
 fn db_err(e: VaultError) -> VaultWriterError {
     VaultWriterError::Unavailable(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::RateLimit;
+
+    #[test]
+    fn refusals_past_the_limit_are_counted_and_the_next_minutes_first_event_says_how_many() {
+        let mut limit = RateLimit::new(3);
+        let admitted: Vec<Option<u64>> = (0..5).map(|_| limit.admit()).collect();
+        assert_eq!(admitted, [Some(0), Some(0), Some(0), None, None]);
+        // A minute later (moved back rather than waited for).
+        limit.window = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
+        assert_eq!(limit.admit(), Some(2), "the first event of the next minute counts the two left out");
+        assert_eq!(limit.admit(), Some(0));
+    }
 }

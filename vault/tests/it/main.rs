@@ -171,6 +171,8 @@ mod store {
     use chronos_ledger::{Hash, HashAlg, TreeHasher, tree};
     use chronos_vault::store::{BatchRecord, PARTITION_LEAVES, Vault, VaultError};
 
+    use tokio_postgres::error::SqlState;
+
     use super::connect;
 
     /// Events of varied sizes up to 64 KiB, some with claimed times.
@@ -319,6 +321,70 @@ mod store {
         bad.header.seq = 1;
         assert!(matches!(vault.commit(&[good, bad], &[]).await, Err(VaultError::Database(_))));
         assert_eq!(vault.ends().await.unwrap(), (3, 3));
+    }
+
+    /// A connection whose errors do not fail the test (these tests cut it).
+    async fn quiet_vault(url: &str) -> Vault {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Vault::new(client)
+    }
+
+    fn code(e: &VaultError) -> Option<SqlState> {
+        match e {
+            VaultError::Database(d) => d.code().cloned(),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn errors_are_transient_or_not_by_their_sqlstate() {
+        let (db, _) = super::vault("transient").await;
+        let mut vault = quiet_vault(&db.url).await;
+        let h = TreeHasher::unkeyed(HashAlg::Sha256);
+        let genesis = ChainHead::genesis(&h, "example.com/vault");
+        let evs = events(6, 2);
+        let mut head = genesis;
+        vault.commit(&[record(&h, &mut head, 0, &evs)], &[]).await.unwrap();
+
+        // Another writer's batch under a seq already stored: a retry can only
+        // repeat the unique-key violation, so it is a refusal.
+        let mut other = genesis;
+        let e = vault.commit(&[record(&h, &mut other, 0, &evs)], &[]).await.unwrap_err();
+        assert_eq!(code(&e), Some(SqlState::UNIQUE_VIOLATION), "{e:?}");
+        assert!(!e.is_transient(), "{e:?}");
+
+        // The connection's backend is terminated (an administrator, a
+        // failover): a new connection may well succeed. Idle, the client
+        // only sees its connection closed (no SQLSTATE).
+        let pid: i32 = vault.client().query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        let mut admin = quiet_vault(&db.url).await;
+        let terminate = "SELECT pg_terminate_backend($1, 10000)";
+        assert!(admin.client().query_one(terminate, &[&pid]).await.unwrap().get::<_, bool>(0));
+        let e = vault.head().await.unwrap_err();
+        assert_eq!(code(&e), None, "{e:?}");
+        assert!(e.is_transient(), "{e:?}");
+
+        // In the middle of a statement, PostgreSQL says why first (57P01).
+        let mut busy = quiet_vault(&db.url).await;
+        let pid: i32 = busy.client().query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+        let sleep = async move { busy.client().execute("SELECT pg_sleep(60)", &[]).await.map_err(VaultError::from) };
+        let sleeping = tokio::spawn(sleep);
+        let active = "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event = 'PgSleep'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while admin.client().query_one(active, &[&pid]).await.unwrap().get::<_, i64>(0) == 0 {
+            assert!(std::time::Instant::now() < deadline, "the statement did not start within 30 s");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(admin.client().query_one(terminate, &[&pid]).await.unwrap().get::<_, bool>(0));
+        let e = sleeping.await.unwrap().unwrap_err();
+        assert_eq!(code(&e), Some(SqlState::ADMIN_SHUTDOWN), "{e:?}");
+        assert!(e.is_transient(), "{e:?}");
+        // And the data is still there for the retry.
+        let mut retry = quiet_vault(&db.url).await;
+        assert_eq!(retry.head().await.unwrap(), Some((1, head.hash, 2)));
     }
 }
 
