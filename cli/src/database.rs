@@ -1,8 +1,11 @@
 //! Finding the database of a log for the commands that read it (`verify`,
 //! `checkpoint`, `prove`, `consistency`): `--database-url`, else
 //! `database.url` from the data directory's configuration, else the
-//! embedded cluster under `DATA_DIR/pg`. When that cluster is not running
-//! (no `chronos up`), it is started for the command and stopped after it.
+//! embedded cluster under `DATA_DIR/pg`. When `chronos up` owns the data
+//! directory ([`crate::lock`]) its running cluster is used and never
+//! touched: a failed connection is reported, not "fixed". Otherwise the
+//! command takes the directory's lock itself, starts the cluster for the
+//! command and stops it after.
 
 use std::path::Path;
 use std::process::Child;
@@ -29,6 +32,9 @@ pub struct Source {
 pub struct Database {
     pub url: String,
     server: Option<Child>,
+    /// Held while this command runs the embedded server (released after
+    /// the server stopped: fields drop after `Drop::drop`).
+    _owner: Option<crate::lock::OwnerLock>,
 }
 
 impl Drop for Database {
@@ -45,28 +51,48 @@ impl Source {
     /// Resolves the database, starting the embedded one if needed.
     pub fn open(&self) -> anyhow::Result<Database> {
         if let Some(url) = &self.database_url {
-            return Ok(Database { url: url.clone(), server: None });
+            return Ok(Database { url: url.clone(), server: None, _owner: None });
         }
         let Some(dir) = &self.data_dir else {
             bail!("say which log: --data-dir DIR or --database-url URL");
         };
         let (_, cfg) = Config::load_all(dir)?;
         if !cfg.database.url.is_empty() {
-            return Ok(Database { url: cfg.database.url, server: None });
+            return Ok(Database { url: cfg.database.url, server: None, _owner: None });
         }
         let embedded = Embedded::existing(dir, cfg.database.embedded_port)?;
         let url = embedded.url();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let running = rt.block_on(async {
-            let probe = tokio_postgres::connect(&url, tokio_postgres::NoTls);
-            matches!(tokio::time::timeout(Duration::from_secs(2), probe).await, Ok(Ok(_)))
-        });
-        if running {
-            return Ok(Database { url, server: None });
+        let probe = || {
+            rt.block_on(async {
+                let probe = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+                match tokio::time::timeout(Duration::from_secs(5), probe).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer within 5 s".to_owned()),
+                }
+            })
+        };
+        let owner = match crate::lock::try_lock(dir, "a chronos command reading the log")? {
+            Ok(owner) => owner,
+            // Someone else owns the directory and runs its server: use it,
+            // and if it does not answer, say so; never stop or start it.
+            Err(holder) => {
+                if let Err(e) = probe() {
+                    bail!(
+                        "{holder} owns {} and runs its embedded PostgreSQL, which refused this command's connection: {e}",
+                        dir.display()
+                    );
+                }
+                return Ok(Database { url, server: None, _owner: None });
+            }
+        };
+        if probe().is_ok() {
+            return Ok(Database { url, server: None, _owner: Some(owner) });
         }
         eprintln!("chronos: starting the embedded PostgreSQL of {} for this command", dir.display());
         let child = embedded.start()?;
-        let db = Database { url, server: Some(child) };
+        let db = Database { url, server: Some(child), _owner: Some(owner) };
         rt.block_on(embedded.ready(Duration::from_secs(60))).context("starting the embedded PostgreSQL")?;
         Ok(db)
     }

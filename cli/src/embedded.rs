@@ -190,6 +190,9 @@ impl Embedded {
             }
             c.env("LC_ALL", "C").env_remove("PGDATA").args(["--pdeathsig", "TERM", "--"]).arg(postgres);
         }
+        // Its own process group: a terminal's Ctrl-C reaches `chronos up`
+        // alone, which stops PostgreSQL last, after the services.
+        c.process_group(0);
         let child = c
             .arg("-D")
             .arg(&self.pgdata)

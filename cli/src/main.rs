@@ -9,7 +9,8 @@
 //! subcommands too, started by `up` (hidden from help). Exit codes: 0
 //! success, 1 verification found tampering (for the verify commands), 2
 //! could not do the job, 3 `verify` found the ledger intact but the `logs`
-//! table incomplete (a restore after a PostgreSQL crash is under way), 4 a
+//! table incomplete (a restore after a PostgreSQL crash is under way), or a
+//! service cannot start for a reason a restart cannot fix (`up` stops), 4 a
 //! service refused to go on (fail closed; `up` does not restart it).
 
 mod bench;
@@ -17,6 +18,7 @@ mod config;
 mod database;
 mod embedded;
 mod init;
+mod lock;
 mod prove;
 mod services;
 mod up;
@@ -227,19 +229,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ingest { data_dir, slot } => {
             services::init_tracing("ingest");
-            services::ingest(&services::Plan::load(&data_dir)?, slot)?;
+            services::ingest(&services::Plan::load_for(&data_dir, "ingest")?, slot)?;
         }
         Command::Hasher { data_dir, index } => {
             services::init_tracing("hasher");
-            services::hasher(&services::Plan::load(&data_dir)?, index)?;
+            services::hasher(&services::Plan::load_for(&data_dir, "hasher")?, index)?;
         }
         Command::Orchestrator { data_dir } => {
             services::init_tracing("orchestrator");
-            services::orchestrator(&services::Plan::load(&data_dir)?)?;
+            services::orchestrator(&services::Plan::load_for(&data_dir, "orchestrator")?)?;
         }
         Command::VaultWriter { data_dir } => {
             services::init_tracing("vault-writer");
-            services::vault_writer(&services::Plan::load(&data_dir)?)?;
+            services::vault_writer(&services::Plan::load_for(&data_dir, "vault-writer")?)?;
         }
         Command::Init { data_dir, origin, hash } => {
             let origin = match origin {
@@ -277,6 +279,9 @@ fn main() -> ExitCode {
             eprintln!("chronos: error: {e:#}");
             if e.downcast_ref::<services::Refusal>().is_some() {
                 return ExitCode::from(services::EXIT_REFUSED);
+            }
+            if e.downcast_ref::<services::SetupFailed>().is_some() {
+                return ExitCode::from(services::EXIT_SETUP);
             }
             prove::exit_code(&e)
         }

@@ -19,9 +19,36 @@ use crate::config::{Config, LogSettings};
 /// lease's epoch.
 pub const EPOCH_ENV: &str = "CHRONOS_WRITER_EPOCH";
 
+/// The variable through which `chronos up` hands its ingest processes the
+/// listening socket it bound (a descriptor number).
+pub const LISTEN_FD_ENV: &str = "CHRONOS_LISTEN_FD";
+
 /// Exit status of a service that refused to go on (fail closed): `up`
 /// does not restart it, as a restart cannot fix what it found.
 pub const EXIT_REFUSED: u8 = 4;
+
+/// Exit status of a service that cannot start for a reason a restart
+/// cannot fix (its configuration or environment): `up` stops, naming it.
+pub const EXIT_SETUP: u8 = 3;
+
+/// A service could not start (see [`EXIT_SETUP`]).
+#[derive(Debug, thiserror::Error)]
+#[error("{service} cannot start: {reason}")]
+pub struct SetupFailed {
+    pub service: String,
+    pub reason: String,
+}
+
+/// Passes `r` through; an error becomes a [`SetupFailed`], recorded in the
+/// refusal file for `up` to report.
+fn setup<T>(plan: &Plan, service: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
+    r.map_err(|e| {
+        let reason = format!("{e:#}");
+        let file = plan.refusal_file(service);
+        let _ = std::fs::create_dir_all(plan.run_dir()).and_then(|()| std::fs::write(&file, format!("{reason}\n")));
+        SetupFailed { service: service.to_owned(), reason }.into()
+    })
+}
 
 /// A service's refusal to go on (see [`EXIT_REFUSED`]).
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +82,12 @@ impl Plan {
     pub fn load(data_dir: &Path) -> anyhow::Result<Plan> {
         let (log, cfg) = Config::load_all(data_dir)?;
         Plan::validate(data_dir, log, cfg)
+    }
+
+    /// [`Plan::load`] for a service: a configuration it cannot load is a
+    /// [`SetupFailed`] (a restart cannot fix it).
+    pub fn load_for(data_dir: &Path, service: &str) -> anyhow::Result<Plan> {
+        Plan::load(data_dir).map_err(|e| SetupFailed { service: service.to_owned(), reason: format!("{e:#}") }.into())
     }
 
     /// Validates a configuration (after any overrides) into a plan.
@@ -155,7 +188,10 @@ impl Plan {
 pub fn init_tracing(process: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tokio_postgres=warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: escape codes in a file or a pipe are noise
+    // (and break every grep).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     let res = if std::env::var("CHRONOS_LOG_FORMAT").is_ok_and(|v| v == "json") {
         builder.json().try_init()
     } else {
@@ -181,8 +217,14 @@ pub fn stop_flag(watch_parent: bool) -> anyhow::Result<Arc<AtomicBool>> {
             let mut tick = tokio::time::interval(Duration::from_millis(200));
             loop {
                 tokio::select! {
-                    _ = term.recv() => break,
-                    _ = int.recv() => break,
+                    _ = term.recv() => {
+                        tracing::info!(signal = "SIGTERM", "stop requested");
+                        break;
+                    }
+                    _ = int.recv() => {
+                        tracing::info!(signal = "SIGINT", "stop requested");
+                        break;
+                    }
                     _ = tick.tick() => {
                         if watch_parent && nix::unistd::getppid() != parent {
                             tracing::warn!("the supervisor died; stopping");
@@ -261,14 +303,20 @@ fn cores() -> usize {
 }
 
 pub fn hasher(plan: &Plan, index: u16) -> anyhow::Result<()> {
-    ensure!(index < plan.topology.hashers, "--index {index}: there are {} hashers", plan.topology.hashers);
-    let settings = chronos_hasher::Settings {
-        names: plan.names.clone(),
-        topology: plan.topology,
-        index,
-        hasher: plan.hasher()?,
-        threads: (cores() / usize::from(plan.topology.hashers)).max(1),
-    };
+    let settings = setup(
+        plan,
+        &format!("hasher-{index}"),
+        (|| {
+            ensure!(index < plan.topology.hashers, "--index {index}: there are {} hashers", plan.topology.hashers);
+            Ok(chronos_hasher::Settings {
+                names: plan.names.clone(),
+                topology: plan.topology,
+                index,
+                hasher: plan.hasher()?,
+                threads: (cores() / usize::from(plan.topology.hashers)).max(1),
+            })
+        })(),
+    )?;
     let metrics = chronos_hasher::Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -279,9 +327,23 @@ pub fn hasher(plan: &Plan, index: u16) -> anyhow::Result<()> {
 }
 
 pub fn orchestrator(plan: &Plan) -> anyhow::Result<()> {
+    let settings = setup(plan, "orchestrator", orchestrator_settings(plan))?;
+    std::fs::create_dir_all(plan.run_dir())?;
+    let metrics = chronos_orchestrator::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    serve_metrics(plan, "orchestrator", metrics_addr(plan, 0), registry);
+    let stop = stop_flag(supervised())?;
+    match chronos_orchestrator::run(&settings, &stop, &metrics) {
+        Err(chronos_orchestrator::OrchestratorError::Refused(reason)) => Err(refusal(plan, "orchestrator", reason)),
+        other => Ok(other?),
+    }
+}
+
+fn orchestrator_settings(plan: &Plan) -> anyhow::Result<chronos_orchestrator::Settings> {
     let key_text = std::fs::read_to_string(&plan.log.verifier_key)
         .with_context(|| format!("reading {}", plan.log.verifier_key.display()))?;
-    let settings = chronos_orchestrator::Settings {
+    Ok(chronos_orchestrator::Settings {
         names: plan.names.clone(),
         topology: plan.topology,
         hasher: plan.hasher()?,
@@ -297,22 +359,25 @@ pub fn orchestrator(plan: &Plan) -> anyhow::Result<()> {
         checkpoint_file: plan.data_dir.join(&plan.cfg.pipeline.checkpoint_file),
         epoch: plan.epoch()?,
         faults: plan.faults()?,
-    };
-    std::fs::create_dir_all(plan.run_dir())?;
-    let metrics = chronos_orchestrator::Metrics::default();
+    })
+}
+
+pub fn vault_writer(plan: &Plan) -> anyhow::Result<()> {
+    let settings = setup(plan, "vault-writer", vault_writer_settings(plan))?;
+    let metrics = chronos_vault_writer::Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    serve_metrics(plan, "orchestrator", metrics_addr(plan, 0), registry);
+    serve_metrics(plan, "vault-writer", metrics_addr(plan, 1), registry);
     let stop = stop_flag(supervised())?;
-    match chronos_orchestrator::run(&settings, &stop, &metrics) {
-        Err(chronos_orchestrator::OrchestratorError::Refused(reason)) => Err(refusal(plan, "orchestrator", reason)),
+    match chronos_vault_writer::run(&settings, &stop, &metrics) {
+        Err(chronos_vault_writer::VaultWriterError::Refused(reason)) => Err(refusal(plan, "vault-writer", reason)),
         other => Ok(other?),
     }
 }
 
-pub fn vault_writer(plan: &Plan) -> anyhow::Result<()> {
+fn vault_writer_settings(plan: &Plan) -> anyhow::Result<chronos_vault_writer::Settings> {
     let v = &plan.cfg.vault;
-    let settings = chronos_vault_writer::Settings {
+    Ok(chronos_vault_writer::Settings {
         names: plan.names.clone(),
         topology: plan.topology,
         hasher: plan.hasher()?,
@@ -326,16 +391,7 @@ pub fn vault_writer(plan: &Plan) -> anyhow::Result<()> {
         key_window: Duration::from_secs(plan.cfg.pipeline.key_window_secs),
         epoch: plan.epoch()?,
         faults: plan.faults()?,
-    };
-    let metrics = chronos_vault_writer::Metrics::default();
-    let mut registry = Registry::default();
-    metrics.register(&mut registry);
-    serve_metrics(plan, "vault-writer", metrics_addr(plan, 1), registry);
-    let stop = stop_flag(supervised())?;
-    match chronos_vault_writer::run(&settings, &stop, &metrics) {
-        Err(chronos_vault_writer::VaultWriterError::Refused(reason)) => Err(refusal(plan, "vault-writer", reason)),
-        other => Ok(other?),
-    }
+    })
 }
 
 /// The bearer tokens: `CHRONOS_INGEST_TOKEN`, else `ingest.token_file`
@@ -366,23 +422,7 @@ fn tokens(plan: &Plan) -> anyhow::Result<Vec<String>> {
 }
 
 pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
-    ensure!(slot < plan.topology.ingests, "--slot {slot}: there are {} ingest processes", plan.topology.ingests);
-    let i = &plan.cfg.ingest;
-    let settings = chronos_ingest::server::Settings {
-        names: plan.names.clone(),
-        topology: plan.topology,
-        slot,
-        limits: plan.limits(),
-        tokens: tokens(plan)?,
-        ack_timeout: Duration::from_millis(i.ack_timeout_ms),
-        retry_after_secs: i.retry_after_secs,
-        max_inflight_bytes: i.max_inflight_bytes as usize,
-        max_connections: i.max_connections as usize,
-        orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
-        refusal_files: vec![plan.refusal_file("orchestrator"), plan.refusal_file("vault-writer")],
-    };
-    let addr: SocketAddr = i.listen.parse()?;
-    let listener = chronos_ingest::server::bind(addr)?;
+    let (settings, listener) = setup(plan, &format!("ingest-{slot}"), ingest_settings(plan, slot))?;
     let bound = listener.local_addr()?;
     std::fs::create_dir_all(plan.run_dir())?;
     let addr_file = plan.run_dir().join(format!("ingest-{slot}.addr"));
@@ -405,4 +445,38 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
         shutdown,
     ))?;
     Ok(())
+}
+
+fn ingest_settings(
+    plan: &Plan,
+    slot: u16,
+) -> anyhow::Result<(chronos_ingest::server::Settings, std::net::TcpListener)> {
+    ensure!(slot < plan.topology.ingests, "--slot {slot}: there are {} ingest processes", plan.topology.ingests);
+    let i = &plan.cfg.ingest;
+    let settings = chronos_ingest::server::Settings {
+        names: plan.names.clone(),
+        topology: plan.topology,
+        slot,
+        limits: plan.limits(),
+        tokens: tokens(plan)?,
+        ack_timeout: Duration::from_millis(i.ack_timeout_ms),
+        retry_after_secs: i.retry_after_secs,
+        max_inflight_bytes: i.max_inflight_bytes as usize,
+        max_connections: i.max_connections as usize,
+        orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
+        refusal_files: vec![plan.refusal_file("orchestrator"), plan.refusal_file("vault-writer")],
+        ready_file: Some(plan.run_dir().join(format!("ingest-{slot}.ready"))),
+    };
+    // The socket `chronos up` bound for every ingest process of this
+    // instance; alone (no supervisor), bind it here.
+    let listener = match std::env::var(LISTEN_FD_ENV) {
+        Ok(fd) => {
+            let fd: i32 = fd.parse().with_context(|| format!("{LISTEN_FD_ENV}: {fd:?} is not a descriptor"))?;
+            let l = chronos_ipc::inherit::listener(fd).with_context(|| format!("{LISTEN_FD_ENV}={fd}"))?;
+            l.set_nonblocking(true)?;
+            l
+        }
+        Err(_) => chronos_ingest::server::bind(i.listen.parse()?)?,
+    };
+    Ok((settings, listener))
 }

@@ -9,11 +9,14 @@
 //! Each child's pid is in `DATA_DIR/run/<name>.pid`, its metrics address in
 //! `DATA_DIR/run/<name>.metrics`, the ingest address in `run/ingest-<slot>.addr`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -37,6 +40,8 @@ struct Proc {
     backoff: Duration,
     restart_at: Option<Instant>,
     restarts: u32,
+    /// Gets the ingest listening socket.
+    listens: bool,
 }
 
 /// The writer lease: the connection holding the log's advisory lock for
@@ -95,6 +100,10 @@ struct Supervisor {
     data_dir: PathBuf,
     env: Vec<(String, String)>,
     run_dir: PathBuf,
+    /// The ingest socket, bound once for every ingest process.
+    listener: std::net::TcpListener,
+    /// Set when a child cannot start for a reason a restart cannot fix.
+    fatal: Option<String>,
 }
 
 impl Supervisor {
@@ -106,7 +115,21 @@ impl Supervisor {
         for (k, v) in &self.env {
             c.env(k, v);
         }
-        let child = c.spawn().with_context(|| format!("starting {}", p.name))?;
+        // Its own process group: a terminal's Ctrl-C reaches the supervisor
+        // alone, which then stops everything in order.
+        c.process_group(0);
+        let child = if p.listens {
+            // The socket crosses exec for this child only.
+            use std::os::fd::AsRawFd as _;
+            c.env(crate::services::LISTEN_FD_ENV, self.listener.as_raw_fd().to_string());
+            set_cloexec(&self.listener, false)?;
+            let child = c.spawn();
+            set_cloexec(&self.listener, true)?;
+            child
+        } else {
+            c.spawn()
+        };
+        let child = child.with_context(|| format!("starting {}", p.name))?;
         // Written aside and renamed, so a reader never sees a half-written file.
         let pid_file = self.run_dir.join(format!("{}.pid", p.name));
         let tmp = pid_file.with_extension("pid.tmp");
@@ -120,12 +143,21 @@ impl Supervisor {
     }
 
     /// Restarts dead children whose backoff elapsed.
-    fn tend(&self, procs: &mut [Proc]) -> anyhow::Result<()> {
+    fn tend(&mut self, procs: &mut [Proc]) -> anyhow::Result<()> {
         for p in procs.iter_mut() {
             if let Some(child) = p.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
                 p.child = None;
+                if status.code() == Some(i32::from(crate::services::EXIT_SETUP)) {
+                    // It cannot start (configuration, environment): a
+                    // restart would only fail again.
+                    let reason = std::fs::read_to_string(self.run_dir.join(format!("{}.refused", p.name)))
+                        .unwrap_or_else(|_| "see its error above".into());
+                    self.fatal = Some(format!("{} cannot start: {}", p.name, reason.trim()));
+                    p.restart_at = None;
+                    continue;
+                }
                 if status.code() == Some(i32::from(crate::services::EXIT_REFUSED)) {
                     // Fail closed: a restart cannot fix what it found. Ingest
                     // answers 503 with the reason until an operator acts.
@@ -157,6 +189,7 @@ impl Supervisor {
 
 fn proc(name: String, args: Vec<String>) -> Proc {
     Proc {
+        listens: name.starts_with("ingest-"),
         name,
         args,
         child: None,
@@ -167,8 +200,60 @@ fn proc(name: String, args: Vec<String>) -> Proc {
     }
 }
 
-/// Stops children with SIGTERM, waiting up to `grace`, then SIGKILL.
-fn stop_all(procs: &mut [Proc], grace: Duration) {
+fn set_cloexec(l: &std::net::TcpListener, on: bool) -> anyhow::Result<()> {
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+    let flags = if on { FdFlag::FD_CLOEXEC } else { FdFlag::empty() };
+    fcntl(l, FcntlArg::F_SETFD(flags)).context("setting close-on-exec on the ingest socket")?;
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, counted: the first stops everything in order, the
+/// second says so and how to force it, the third forces it.
+#[derive(Clone)]
+struct Signals(Arc<AtomicU32>);
+
+impl Signals {
+    fn watch() -> anyhow::Result<Signals> {
+        let count = Arc::new(AtomicU32::new(0));
+        let c = count.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (mut term, mut int) = rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            anyhow::Ok((signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?))
+        })?;
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            rt.block_on(async move {
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                    match c.fetch_add(1, Ordering::SeqCst) + 1 {
+                        1 => eprintln!("chronos: stopping in order (ingest, hashers, orchestrator with the final checkpoint, vault writer, PostgreSQL)"),
+                        2 => eprintln!(
+                            "chronos: already stopping in order; press Ctrl-C once more (or send SIGTERM again) to force an immediate stop: \
+                             nothing acknowledged is lost, the next start resumes"
+                        ),
+                        _ => eprintln!("chronos: forcing the stop"),
+                    }
+                }
+            });
+        })?;
+        Ok(Signals(count))
+    }
+
+    fn stop(&self) -> bool {
+        self.0.load(Ordering::SeqCst) >= 1
+    }
+
+    fn force(&self) -> bool {
+        self.0.load(Ordering::SeqCst) >= 3
+    }
+}
+
+/// Stops children with SIGTERM, waiting up to `grace` (or until a third
+/// signal forces the stop), then SIGKILL.
+fn stop_all(procs: &mut [Proc], grace: Duration, signals: &Signals) {
     for p in procs.iter_mut() {
         if let Some(c) = &p.child {
             let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
@@ -183,7 +268,9 @@ fn stop_all(procs: &mut [Proc], grace: Duration) {
                     tracing::info!(process = p.name, %status, "stopped");
                     break;
                 }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(None) if Instant::now() < deadline && !signals.force() => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
                 _ => {
                     tracing::warn!(process = p.name, "did not stop in time; killing it");
                     let _ = c.kill();
@@ -221,22 +308,6 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-fn signal_received(rt: &tokio::runtime::Runtime) -> anyhow::Result<tokio::sync::watch::Receiver<bool>> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    rt.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        let _ = tx.send(true);
-    });
-    Ok(rx)
-}
-
 pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     let (log, mut cfg) = crate::config::Config::load_all(data_dir)?;
     if let Some(u) = o.database_url {
@@ -256,10 +327,35 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     // A fault plan this binary cannot honour is refused here, once, rather
     // than by every service it starts.
     chronos_faults::Faults::from_env().map_err(anyhow::Error::msg)?;
+    let started = Instant::now();
+    // One `up` per data directory, for its whole life.
+    let mut owner = match crate::lock::try_lock(data_dir, "chronos up, starting")? {
+        Ok(owner) => owner,
+        Err(holder) => bail!(
+            "{holder} already owns the data directory {}: one `chronos up` per data directory",
+            data_dir.display()
+        ),
+    };
+    // What a restart could never fix is refused now, before anything runs.
+    plan.log
+        .hasher(std::env::var("CHRONOS_HMAC_KEY").ok().as_deref())
+        .with_context(|| format!("log.hash = {}", plan.log.hash))?;
+    let listen: std::net::SocketAddr = plan.cfg.ingest.listen.parse()?;
+    let listener = chronos_ingest::server::bind(listen)
+        .with_context(|| format!("ingest.listen: another program or another Chronos log listens on {listen}"))?;
+    let bound = listener.local_addr()?;
+    owner.describe(&format!("chronos up, ingest at {bound}"))?;
+    let signals = Signals::watch()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let stop = signal_received(&rt)?;
     let run_dir = plan.run_dir();
     std::fs::create_dir_all(&run_dir)?;
+    // Announcements of an earlier run must not pass for this one's.
+    for stale in (0..plan.topology.ingests)
+        .flat_map(|i| [run_dir.join(format!("ingest-{i}.addr")), run_dir.join(format!("ingest-{i}.ready"))])
+        .chain([run_dir.join("orchestrator.ready")])
+    {
+        let _ = std::fs::remove_file(stale);
+    }
 
     let mut postgres: Option<(Embedded, Child)> = None;
     let url = if plan.cfg.database.url.is_empty() {
@@ -279,12 +375,18 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     let env = vec![
         (crate::services::EPOCH_ENV.to_owned(), lease.epoch.to_string()),
         ("CHRONOS_DATABASE_URL".to_owned(), url.clone()),
-        ("CHRONOS_INGEST_LISTEN".to_owned(), plan.cfg.ingest.listen.clone()),
+        ("CHRONOS_INGEST_LISTEN".to_owned(), bound.to_string()),
         ("CHRONOS_INGEST_PROCESSES".to_owned(), plan.topology.ingests.to_string()),
         ("CHRONOS_PIPELINE_HASHERS".to_owned(), hashers.to_string()),
     ];
-    let sup =
-        Supervisor { exe: std::env::current_exe()?, data_dir: data_dir.to_path_buf(), env, run_dir: run_dir.clone() };
+    let mut sup = Supervisor {
+        exe: std::env::current_exe()?,
+        data_dir: data_dir.to_path_buf(),
+        env,
+        run_dir: run_dir.clone(),
+        listener,
+        fatal: None,
+    };
     let mut vault = vec![proc("vault-writer".into(), vec!["vault-writer".into()])];
     let mut orch = vec![proc("orchestrator".into(), vec!["orchestrator".into()])];
     let mut hash: Vec<Proc> = (0..hashers)
@@ -299,13 +401,17 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         }
     }
     let mut announced = false;
-    let started = Instant::now();
     let mut pg_backoff = Duration::from_millis(100);
     let mut lease_retry = Instant::now();
     let mut lost: Option<anyhow::Error> = None;
-    while !*stop.borrow() {
+    while !signals.stop() {
         for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
             sup.tend(group)?;
+        }
+        if let Some(reason) = &sup.fatal {
+            tracing::error!(reason, "stopping: a service cannot start");
+            lost = Some(anyhow::anyhow!("{reason}"));
+            break;
         }
         if lease.client.is_closed() && lease_retry <= Instant::now() {
             match rt.block_on(lease.renew(&url)) {
@@ -326,28 +432,43 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
             pg_backoff = (pg_backoff * 2).min(Duration::from_secs(5));
             *child = e.start()?;
         }
-        if !announced && let Ok(addr) = std::fs::read_to_string(run_dir.join("ingest-0.addr")) {
+        if !announced && serving(&run_dir, plan.topology.ingests) {
             announced = true;
-            banner(addr.trim(), data_dir, started);
+            banner(&bound.to_string(), data_dir, started);
         }
         std::thread::sleep(Duration::from_millis(50));
         rt.block_on(tokio::task::yield_now());
     }
     tracing::info!("stopping: ingest, hashers, orchestrator (final checkpoint), vault writer, PostgreSQL");
     let ack_grace = Duration::from_millis(plan.cfg.ingest.ack_timeout_ms) + Duration::from_secs(5);
-    stop_all(&mut ingest, ack_grace);
-    stop_all(&mut hash, Duration::from_secs(30));
-    stop_all(&mut orch, Duration::from_secs(45));
-    stop_all(&mut vault, Duration::from_secs(45));
+    stop_all(&mut ingest, ack_grace, &signals);
+    stop_all(&mut hash, Duration::from_secs(30), &signals);
+    stop_all(&mut orch, Duration::from_secs(45), &signals);
+    stop_all(&mut vault, Duration::from_secs(45), &signals);
     if let Some((_, mut child)) = postgres {
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGINT);
+        // Fast shutdown; immediate (crash recovery at the next start) if forced.
+        let sig = if signals.force() { Signal::SIGQUIT } else { Signal::SIGINT };
+        let _ = kill(Pid::from_raw(child.id() as i32), sig);
         let _ = child.wait();
+        tracing::info!("embedded PostgreSQL stopped");
     }
     remove_drained_rings(&plan);
     match lost {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Whether every ingest process (alive) announced that the pipeline is
+/// ready behind it: requests are committed from now on.
+fn serving(run_dir: &Path, ingests: u16) -> bool {
+    let alive = |file: String| {
+        std::fs::read_to_string(run_dir.join(file))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+    };
+    (0..ingests).all(|i| alive(format!("ingest-{i}.ready")))
 }
 
 /// Removes this instance's rings that hold no records (all of them after

@@ -65,6 +65,9 @@ pub struct Settings {
     /// database behind the saved checkpoint, a fenced writer) writes why;
     /// their text is the reason given in every 503.
     pub refusal_files: Vec<std::path::PathBuf>,
+    /// Written (with our pid) the first time the pipeline is ready, so that
+    /// `chronos up` says it is up only when requests can be committed.
+    pub ready_file: Option<std::path::PathBuf>,
 }
 
 /// Why the server could not start.
@@ -120,14 +123,16 @@ impl Metrics {
     }
 }
 
-/// Binds `addr` with `SO_REUSEPORT`, so several ingest processes share one
-/// port (the kernel spreads connections among them).
+/// Binds `addr` for all the ingest processes of one instance: `chronos up`
+/// binds it once and hands the socket to each of them (they all accept on
+/// it). No `SO_REUSEPORT`: another program or another log's instance
+/// cannot bind the same address, so one address never splits its clients
+/// between two ledgers.
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServerError> {
     let listen = |source| ServerError::Listen { addr, source };
     let socket =
         socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None).map_err(listen)?;
     socket.set_reuse_address(true).map_err(listen)?;
-    socket.set_reuse_port(true).map_err(listen)?;
     socket.set_nonblocking(true).map_err(listen)?;
     socket.bind(&addr.into()).map_err(listen)?;
     socket.listen(1024).map_err(listen)?;
@@ -568,7 +573,19 @@ fn deliver(s: &Shared, request: u64, answer: Answer) {
 /// The ack thread: delivers answers and heartbeats from the vault writer.
 fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), RingError> {
     let mut last_check = Instant::now() - Duration::from_secs(1);
+    let mut announced = s.settings.ready_file.is_none();
     while !stop.load(Ordering::Relaxed) {
+        if !announced && not_ready(s).is_none() {
+            announced = true;
+            if let Some(f) = &s.settings.ready_file {
+                let tmp = f.with_extension("tmp");
+                let written =
+                    std::fs::write(&tmp, format!("{}\n", std::process::id())).and_then(|()| std::fs::rename(&tmp, f));
+                if let Err(e) = written {
+                    tracing::warn!(file = %f.display(), error = %e, "cannot announce readiness");
+                }
+            }
+        }
         if last_check.elapsed() >= Duration::from_millis(200) {
             let alive = (0..s.settings.topology.hashers)
                 .any(|h| ring::inspect(&s.settings.names.ingest(s.settings.slot, h)).is_ok_and(|st| st.consumer_alive));

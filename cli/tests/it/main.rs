@@ -91,4 +91,5 @@ fn bad_origins_are_refused_with_the_flag_named() {
 mod bench;
 mod pipeline;
 mod promises;
+mod supervisor;
 mod verify;

@@ -83,6 +83,9 @@ pub fn up_command(
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log);
+    // Its own process group, as a shell gives a foreground job: a test can
+    // signal the group the way a terminal's Ctrl-C does.
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -124,7 +127,7 @@ impl Stack {
 
     /// Waits until every ingest process is ready. Each process learns on
     /// its own that the pipeline is ready, and the kernel spreads
-    /// connections over them (SO_REUSEPORT), so one 200 from /readyz says
+    /// connections over them (they accept on one socket), so one 200 from /readyz says
     /// little with several processes: 20 in a row, each on a new
     /// connection, leave one process unasked with odds below 1e-5.
     pub fn wait_ready(&mut self, within: Duration) {
@@ -715,7 +718,7 @@ fn a_stalled_pipeline_answers_503_with_retry_after_and_loses_nothing() {
 
 /// Sends a request's headers and the first `part` bytes of its body, and
 /// leaves the rest for later: the server holds what it reserved meanwhile.
-fn partial_post(addr: &str, body: &[u8], part: usize) -> TcpStream {
+pub fn partial_post(addr: &str, body: &[u8], part: usize) -> TcpStream {
     let mut c = TcpStream::connect(addr).unwrap();
     let head = format!(
         "POST /ingest HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
@@ -726,7 +729,7 @@ fn partial_post(addr: &str, body: &[u8], part: usize) -> TcpStream {
     c
 }
 
-fn finish_post(mut c: TcpStream, body: &[u8], part: usize) -> Reply {
+pub fn finish_post(mut c: TcpStream, body: &[u8], part: usize) -> Reply {
     c.write_all(&body[part..]).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut raw = Vec::new();
