@@ -90,6 +90,14 @@ pub fn prove(
                 u64::try_from(row.get::<_, i64>(0))?
             }
         };
+        let end: i64 = log
+            .client
+            .query_one("SELECT coalesce(max(first_leaf + leaf_count), 0) FROM batches", &[])
+            .await?
+            .get(0);
+        if index >= end as u64 {
+            bail!("no such leaf: the log holds {end} leaves (0 to {})", end - 1);
+        }
         if index >= cp.size {
             bail!(
                 "leaf {index} is not covered by the newest signed checkpoint yet (tree size {}); try again after the next checkpoint",
@@ -140,6 +148,12 @@ pub fn verify_proof(file: &Path, key: &str, event: Option<&Path>) -> anyhow::Res
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let event = event.map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
     let proof = ProofFile::parse(&bytes).map_err(|e| Tampered(format!("{}: {e}", file.display())))?;
+    // A keyed log's proof cannot be checked without its key: that is "could
+    // not check" (2), not "invalid" (1).
+    let alg = proof.checkpoint.lines().find_map(|l| l.strip_prefix("hash ")).unwrap_or("");
+    if ["blake3-keyed", "hmac-sha256"].contains(&alg) && database::hash_key()?.is_none() {
+        bail!("{}: the log hashes with the secret-keyed {alg}: set CHRONOS_HMAC_KEY to its hash key", file.display());
+    }
     let v = proof
         .verify(&trusted, database::hash_key()?.as_ref(), event.as_deref())
         .map_err(|e| Tampered(format!("{}: {e}", file.display())))?;

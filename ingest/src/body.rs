@@ -300,7 +300,9 @@ fn body_starts_array(body: &[u8]) -> bool {
 }
 
 fn split_ndjson<'a>(body: &'a [u8], limits: &Limits) -> Result<Vec<Event<'a>>, BodyError> {
-    let body = body.strip_suffix(b"\n").unwrap_or(body);
+    // Blank lines after the last event (an editor's or a tool's final
+    // newlines) end the body; a blank line between events is an error.
+    let body = body.trim_ascii_end();
     if body.is_empty() {
         return Ok(Vec::new());
     }

@@ -294,14 +294,17 @@ fn identity(s: &Shared, headers: &HeaderMap) -> Option<Vec<u8>> {
     let mut id = Vec::new();
     if !s.settings.tokens.is_empty() {
         let v = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
-        let given = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+        // The scheme is case-insensitive (RFC 9110, 11.1).
+        let (scheme, given) = v.trim().split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return None;
+        }
+        let given = given.trim_start().as_bytes();
         // Constant-time comparison with every token: they are secrets, and
         // which one matched must not show in the timing either.
         let mut matched = None;
         for (i, token) in s.settings.tokens.iter().enumerate() {
-            let same = given.len() == token.len()
-                && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-            if same {
+            if bool::from(subtle::ConstantTimeEq::ct_eq(given, token.as_bytes())) {
                 matched = Some(i);
             }
         }
@@ -679,10 +682,8 @@ pub async fn serve(
         })?
     };
     let app = Router::new()
-        .route(
-            "/ingest",
-            get(|| async { StatusCode::METHOD_NOT_ALLOWED }).head(|| async { StatusCode::OK }).post(post_ingest),
-        )
+        // Other methods get axum's 405, which names the allowed ones (Allow).
+        .route("/ingest", axum::routing::head(|| async { StatusCode::OK }).post(post_ingest))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
@@ -698,6 +699,9 @@ pub async fn serve(
     // so that neither a silent nor an idle connection keeps its slot.
     let mut http = hyper::server::conn::http1::Builder::new();
     http.max_buf_size(READ_BUFFER).timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(IDLE_TIMEOUT);
+    // A client may shut down its sending side once its request is out: it
+    // still gets its answer (the body may already be committed).
+    http.half_close(true);
     let service = hyper_util::service::TowerToHyperService::new(app);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);

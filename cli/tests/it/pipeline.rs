@@ -372,12 +372,42 @@ fn every_error_answer_names_the_problem_and_stores_nothing() {
     assert_eq!(again.status, 200);
     assert_eq!(again.body, first.body);
     assert_eq!(again.headers.get("chronos-replay").map(String::as_str), Some("true"));
+    let mut expected = events;
+    // Other methods on /ingest: 405 naming the allowed ones.
+    let r = http(&s.addr, "GET", "/ingest", &[], b"").unwrap();
+    assert_eq!(r.status, 405);
+    let allow = r.headers.get("allow").cloned().unwrap_or_default();
+    assert!(allow.contains("POST") && allow.contains("HEAD"), "Allow: {allow:?}");
+    // The auth scheme is case-insensitive; blank lines after the last
+    // NDJSON event end the body.
+    let (b, events) = body("upper", 3, true);
+    let mut trailing = b.clone();
+    trailing.extend_from_slice(b"\n\r\n  \n");
+    let r = s.post(&trailing, &[("authorization", "BEARER s3cret"), nd]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    expected.extend(events);
+    // A client that shuts its sending side once the request is out still
+    // gets the answer.
+    let (b, events) = body("half-closed", 3, true);
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    let head = format!(
+        "POST /ingest HTTP/1.1\r\nhost: x\r\nauthorization: Bearer s3cret\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
+        b.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&b).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    expected.extend(events);
     s.stop();
     let stored = s.check_ledger();
-    assert_eq!(stored, events, "only the accepted body, once");
+    assert_eq!(stored, expected, "only the accepted bodies, once each");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let keys: i64 = rt.block_on(s.client().query_one("SELECT count(*) FROM ingest_keys", &[])).unwrap().get(0);
-    assert_eq!(keys, 1);
+    assert_eq!(keys, 3);
 }
 
 /// Acknowledged bodies: the answered first leaf, and the body's events.

@@ -486,10 +486,10 @@ fn proofs_round_trip_offline_and_fail_on_any_change_or_wrong_key() {
         assert_eq!(out.status.code(), Some(1), "flip after {needle:?}: {}", stderr(&out));
     }
 
-    // A leaf no checkpoint covers yet, and an unknown hash: exit 2, said why.
+    // A leaf beyond the log, and an unknown hash: exit 2, said why.
     let out = run(&["prove", "--database-url", &url, "--leaf", &(total + 5).to_string()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not covered by the newest signed checkpoint"), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("no such leaf: the log holds {total} leaves")), "{}", stderr(&out));
     let out = run(&["prove", "--database-url", &url, "--event-hash", &"ab".repeat(32)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("no event in the log has leaf hash"), "{}", stderr(&out));
@@ -625,6 +625,42 @@ fn logs_rows_missing_after_a_crash_are_incomplete_not_tampered_but_only_where_th
         (&Value::from("modified"), &Value::from("logs"), &Value::from(45))
     );
     assert_eq!(reports[4].0["findings_total"], 1, "{:#}", reports[4].0);
+}
+
+#[test]
+fn verify_proof_of_a_keyed_log_without_its_key_could_not_check_rather_than_invalid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::from_seed("test.example/keyed", &[4; 32]).unwrap();
+    let vkey = signer.verifier().to_string();
+    let key = "5a".repeat(32);
+    let h = TreeHasher::new(HashAlg::HmacSha256, Some(&chronos_ledger::HashKey::from_hex(&key).unwrap())).unwrap();
+    let events: Vec<Vec<u8>> = (0..3).map(|i| format!("{{\"k\":{i}}}").into_bytes()).collect();
+    let mut mem = MemTree::new();
+    for e in &events {
+        mem.append(&h, h.leaf(e));
+    }
+    let cp = Checkpoint {
+        origin: signer.name().to_owned(),
+        size: 3,
+        root: mem.root(&h),
+        hash: HashAlg::HmacSha256,
+        chain_seq: 1,
+        chain_hash: Hash([7; 32]),
+        time: TrustedTime { time: TimeNs(1_795_252_798_000_000_000), uncertainty_ns: 0, source: TimeSource::local() },
+    };
+    let proof = ProofFile {
+        extra: Some(h.leaf(&events[1]).0.to_vec()),
+        index: 1,
+        path: tree::inclusion_proof(&h, &mem, 1, 3).unwrap(),
+        checkpoint: cp.sign(&signer).unwrap(),
+    };
+    let file = write(tmp.path(), "keyed.tlog-proof", proof.encode().unwrap().as_bytes());
+    let file = file.to_str().unwrap();
+    let out = run(&["verify-proof", file, "--key", &vkey]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("set CHRONOS_HMAC_KEY"), "{}", stderr(&out));
+    let out = super::chronos(&["verify-proof", file, "--key", &vkey], &[("CHRONOS_HMAC_KEY", &key)]);
+    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]
