@@ -190,12 +190,11 @@ fn not_ready(s: &Shared) -> Option<String> {
 }
 
 fn json_error(code: StatusCode, message: &str, index: Option<usize>) -> Response {
-    let mut body = format!("{{\"error\":{}", json_string(message));
-    if let Some(i) = index {
-        body.push_str(&format!(",\"event_index\":{i}"));
-    }
-    body.push('}');
-    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    let body = match index {
+        Some(i) => serde_json::json!({ "error": message, "event_index": i }),
+        None => serde_json::json!({ "error": message }),
+    };
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body.to_string()).into_response()
 }
 
 const RINGS_FULL: &str = "overloaded: every hasher ring is full";
@@ -254,30 +253,14 @@ fn unavailable(s: &Shared, message: &str) -> Response {
     r
 }
 
-/// A JSON string literal (RFC 8259 escaping).
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 fn answer(ack: &Ack) -> Response {
-    let body = format!(
-        "{{\"seq\":{},\"first_leaf\":{},\"leaf_count\":{},\"end_leaf\":{}}}",
-        ack.seq,
-        ack.first_leaf,
-        ack.leaf_count,
-        ack.first_leaf + ack.leaf_count
-    );
+    let body = serde_json::json!({
+        "seq": ack.seq,
+        "first_leaf": ack.first_leaf,
+        "leaf_count": ack.leaf_count,
+        "end_leaf": ack.first_leaf + ack.leaf_count,
+    })
+    .to_string();
     let mut r =
         (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response();
     if ack.replay {
@@ -734,13 +717,3 @@ const READ_BUFFER: usize = 64 << 10;
 /// A connection that sends no (complete) request headers for this long
 /// is closed, idle or silent from the start.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[cfg(test)]
-mod tests {
-    use super::json_string;
-
-    #[test]
-    fn json_strings_are_escaped() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\u000a\\u0001é\"");
-    }
-}

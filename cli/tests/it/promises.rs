@@ -232,6 +232,21 @@ fn a_checkpoint_signer_that_sees_a_batch_committed_at_once_never_cries_tampering
     s.check_ledger();
 }
 
+/// Posts `b` until it is acknowledged, as a client does: while a service
+/// restarts, ingest answers 503 with Retry-After.
+fn post_until_acknowledged(s: &Stack, b: &[u8]) {
+    wait_for(
+        Duration::from_secs(60),
+        "acknowledged",
+        || s.log(),
+        || {
+            let r = s.post(b, &[NDJSON]);
+            assert!(r.status == 200 || (r.status == 503 && r.headers.contains_key("retry-after")), "{}", r.body);
+            (r.status == 200).then_some(())
+        },
+    );
+}
+
 #[test]
 fn a_dead_checkpoint_signer_stops_the_orchestrator_which_is_restarted_and_signs_again() {
     let mut s = Stack::start(&[
@@ -247,7 +262,7 @@ fn a_dead_checkpoint_signer_stops_the_orchestrator_which_is_restarted_and_signs_
         || {
             let (b, _) = body(&format!("sig{n}"), 2, true);
             n += 1;
-            assert_eq!(s.post(&b, &[NDJSON]).status, 200);
+            post_until_acknowledged(&s, &b);
             (s.pid("orchestrator") != first).then_some(())
         },
     );
@@ -256,7 +271,7 @@ fn a_dead_checkpoint_signer_stops_the_orchestrator_which_is_restarted_and_signs_
     // The new orchestrator signs (its first store passes) and exports the age.
     let before = sql_i64(&s, "SELECT count(*) FROM checkpoints");
     let (b, _) = body("after-restart", 2, true);
-    assert_eq!(s.post(&b, &[NDJSON]).status, 200);
+    post_until_acknowledged(&s, &b);
     wait_for(
         Duration::from_secs(30),
         "a checkpoint after the restart",
