@@ -53,8 +53,13 @@ struct Lease {
 }
 
 async fn lease_connection(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    // Bounded: the supervisor's loop waits on this, and must go on tending
+    // its children (and hearing Ctrl-C) when the server is unreachable.
+    let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
+    let (client, conn) = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
+        .map_err(|_| anyhow::anyhow!("no answer within 5 s"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -68,10 +73,24 @@ impl Lease {
     /// Takes the log's writer lease, or says who holds it.
     async fn take(url: &str, data_dir: &Path) -> anyhow::Result<Lease> {
         let client = lease_connection(url).await?;
+        // A newcomer waits for commits under the old epoch, but not for ever.
+        client.batch_execute("SET lock_timeout = '30s'").await?;
         let holder = chronos_vault::lease::describe_holder(data_dir);
         let epoch = chronos_vault::lease::acquire(&client, &holder).await?;
         tracing::info!(epoch, "writer lease taken: this instance is the log's only writer");
         Ok(Lease { client, epoch, holder })
+    }
+
+    /// Checks, on the lock's connection, that the epoch is still ours.
+    /// `Ok(false)`: the connection is gone or does not answer (the caller
+    /// renews it).
+    async fn check(&self) -> anyhow::Result<bool> {
+        let check = chronos_vault::lease::still_ours(&self.client, self.epoch);
+        match tokio::time::timeout(Duration::from_secs(5), check).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e @ chronos_vault::lease::LeaseError::Lost { .. })) => Err(e.into()),
+            Ok(Err(_)) | Err(_) => Ok(false),
+        }
     }
 
     /// After its connection closed (PostgreSQL restarted, or the backend
@@ -81,10 +100,14 @@ impl Lease {
     async fn renew(&mut self, url: &str) -> anyhow::Result<bool> {
         let Ok(client) = lease_connection(url).await else { return Ok(false) };
         match chronos_vault::lease::reacquire(&client, self.epoch).await {
-            Ok(()) => {
+            Ok(true) => {
                 tracing::info!(epoch = self.epoch, "writer lease taken again");
                 self.client = client;
                 Ok(true)
+            }
+            Ok(false) => {
+                tracing::warn!(epoch = self.epoch, "the writer lock is still held (our old session?); retrying");
+                Ok(false)
             }
             Err(chronos_vault::lease::LeaseError::Database(e)) => {
                 tracing::warn!(error = %e, "cannot renew the writer lease yet");
@@ -100,8 +123,9 @@ struct Supervisor {
     data_dir: PathBuf,
     env: Vec<(String, String)>,
     run_dir: PathBuf,
-    /// The ingest socket, bound once for every ingest process.
-    listener: std::net::TcpListener,
+    /// The ingest socket, bound once for every ingest process (closed once
+    /// they stopped, so that new clients are refused, not left waiting).
+    listener: Option<std::net::TcpListener>,
     /// Set when a child cannot start for a reason a restart cannot fix.
     fatal: Option<String>,
 }
@@ -118,13 +142,13 @@ impl Supervisor {
         // Its own process group: a terminal's Ctrl-C reaches the supervisor
         // alone, which then stops everything in order.
         c.process_group(0);
-        let child = if p.listens {
+        let child = if let (true, Some(listener)) = (p.listens, &self.listener) {
             // The socket crosses exec for this child only.
             use std::os::fd::AsRawFd as _;
-            c.env(crate::services::LISTEN_FD_ENV, self.listener.as_raw_fd().to_string());
-            set_cloexec(&self.listener, false)?;
+            c.env(crate::services::LISTEN_FD_ENV, listener.as_raw_fd().to_string());
+            set_cloexec(listener, false)?;
             let child = c.spawn();
-            set_cloexec(&self.listener, true)?;
+            set_cloexec(listener, true)?;
             child
         } else {
             c.spawn()
@@ -384,7 +408,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         data_dir: data_dir.to_path_buf(),
         env,
         run_dir: run_dir.clone(),
-        listener,
+        listener: Some(listener),
         fatal: None,
     };
     let mut vault = vec![proc("vault-writer".into(), vec!["vault-writer".into()])];
@@ -403,6 +427,8 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     let mut announced = false;
     let mut pg_backoff = Duration::from_millis(100);
     let mut lease_retry = Instant::now();
+    let mut lease_checked = Instant::now();
+    let mut renew = false;
     let mut lost: Option<anyhow::Error> = None;
     while !signals.stop() {
         for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
@@ -413,9 +439,26 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
             lost = Some(anyhow::anyhow!("{reason}"));
             break;
         }
-        if lease.client.is_closed() && lease_retry <= Instant::now() {
-            match rt.block_on(lease.renew(&url)) {
+        // Every few seconds, and at once when its connection closed: is
+        // the log still ours? (A connection cut silently is noticed here.)
+        if lease_checked.elapsed() >= Duration::from_secs(3) && !renew && !lease.client.is_closed() {
+            lease_checked = Instant::now();
+            match rt.block_on(lease.check()) {
                 Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("the writer lease's connection does not answer; renewing it");
+                    renew = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, holder = lease.holder, "stopping: another instance writes this log now");
+                    lost = Some(e);
+                    break;
+                }
+            }
+        }
+        if (renew || lease.client.is_closed()) && lease_retry <= Instant::now() {
+            match rt.block_on(lease.renew(&url)) {
+                Ok(true) => renew = false,
                 Ok(false) => lease_retry = Instant::now() + Duration::from_millis(500),
                 Err(e) => {
                     tracing::error!(error = %e, holder = lease.holder, "stopping: another instance writes this log now");
@@ -442,6 +485,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     tracing::info!("stopping: ingest, hashers, orchestrator (final checkpoint), vault writer, PostgreSQL");
     let ack_grace = Duration::from_millis(plan.cfg.ingest.ack_timeout_ms) + Duration::from_secs(5);
     stop_all(&mut ingest, ack_grace, &signals);
+    sup.listener = None;
     stop_all(&mut hash, Duration::from_secs(30), &signals);
     stop_all(&mut orch, Duration::from_secs(45), &signals);
     stop_all(&mut vault, Duration::from_secs(45), &signals);

@@ -464,13 +464,14 @@ impl Writer<'_> {
         let (url, hasher, gauge) =
             (self.s.database_url.clone(), self.s.hasher.clone(), self.metrics.rebuild_remaining.clone());
         let faults = self.s.faults.clone();
+        let epoch = self.s.epoch;
         gauge.set((to - from) as i64);
         let thread = std::thread::Builder::new().name("logs-rebuild".into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| VaultError::Range(e.to_string()))?;
-            rt.block_on(rebuild(&url, &hasher, &gauge, &faults))
+            rt.block_on(rebuild(&url, epoch, &hasher, &gauge, &faults))
         });
         match thread {
             Ok(h) => {
@@ -561,11 +562,18 @@ impl Writer<'_> {
                     };
                     answers.push((d.reply.slot, Answer::Ack(ack)));
                 }
-                tag::REFUSED => {
-                    let r = Refused::decode(p.tag, &p.bytes).map_err(|e| FlushError::Refused(e.to_string()))?;
-                    refusals.push(r.reason.clone());
-                    answers.push((r.reply.slot, Answer::Refused(r)));
-                }
+                tag::REFUSED => match Refused::decode(p.tag, &p.bytes) {
+                    Ok(r) => {
+                        refusals.push(r.reason.clone());
+                        answers.push((r.reply.slot, Answer::Refused(r)));
+                    }
+                    // Nothing to store and no one to answer: the client times
+                    // out and retries. Stopping here would stop the log.
+                    Err(e) => {
+                        tracing::error!(error = %e, "dropping a refusal that does not decode");
+                        refusals.push(format!("a refusal record that does not decode was dropped: {e}"));
+                    }
+                },
                 other => {
                     return Err(FlushError::Refused(format!("unexpected record tag {other} in the sequenced ring")));
                 }
@@ -671,7 +679,10 @@ impl Writer<'_> {
                 Some(_) => {
                     return Err(FlushError::Refused(format!(
                         "batch {seq} is stored with another chain value than the one sequenced: another writer \
-                         committed this log (refusing to acknowledge its requests)"
+                         committed this log (refusing to acknowledge its requests). If this instance was fenced \
+                         out, its rings hold only records never acknowledged: remove /dev/shm/chronos-{}-* \
+                         before starting it again",
+                        self.s.names.sequenced().trim_end_matches("-seq")
                     )));
                 }
                 None => {
@@ -727,6 +738,7 @@ impl Writer<'_> {
 /// Restores every missing `logs` row, reconnecting through outages.
 async fn rebuild(
     url: &str,
+    epoch: u64,
     hasher: &chronos_ledger::TreeHasher,
     remaining: &Gauge,
     faults: &chronos_faults::Faults,
@@ -739,7 +751,9 @@ async fn rebuild(
             tokio::spawn(async move {
                 let _ = conn.await;
             });
-            let mut vault = Vault::new(client);
+            // Fenced like every other write: a writer that lost the log
+            // stops restoring rows too (its successor restores them).
+            let mut vault = Vault::new(client).fenced(epoch);
             let Some((from, to)) = vault.logs_gap().await? else { return Ok::<_, VaultError>(None) };
             // A pause here holds the rebuild open (tests: commits go on).
             let _ = faults.check("vault-writer.rebuild");
@@ -766,6 +780,10 @@ async fn rebuild(
                 remaining.set(0);
                 let leaves = done.map_or(0, |d| d.leaves_done);
                 tracing::info!(leaves, seconds = started.elapsed().as_secs_f64(), "logs table rebuilt");
+                return Ok(());
+            }
+            Err(e @ VaultError::Fenced { .. }) => {
+                tracing::warn!(error = %e, "logs rebuild stopped: another instance holds the log now");
                 return Ok(());
             }
             Err(e) if e.is_transient() => {

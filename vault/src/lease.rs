@@ -87,17 +87,29 @@ pub async fn acquire(client: &impl GenericClient, who: &str) -> Result<u64, Leas
 
 /// After the lock's connection was lost: takes the lock again on a new
 /// connection, keeping `epoch` if nobody took the log meanwhile.
-pub async fn reacquire(client: &impl GenericClient, epoch: u64) -> Result<(), LeaseError> {
+/// `Ok(false)`: the epoch is still ours but the lock is still held, most
+/// likely by our own old session that the server has not reaped yet; try
+/// again (if another instance really holds it, it changed the epoch, and
+/// the next try says so).
+pub async fn reacquire(client: &impl GenericClient, epoch: u64) -> Result<bool, LeaseError> {
     let got: bool = client.query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY]).await?.get(0);
-    let (found, holder, since) = holder(client).await?;
+    let (found, holder, _) = holder(client).await?;
     if found != epoch {
         if got {
             client.execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY]).await?;
         }
         return Err(LeaseError::Lost { ours: epoch, found, holder });
     }
-    if !got {
-        return Err(LeaseError::Held { holder, since });
+    Ok(got)
+}
+
+/// On the lock's own connection: fails with [`LeaseError::Lost`] if
+/// another instance took the log (a connection that died silently, and
+/// whose lock the server released, is caught this way too).
+pub async fn still_ours(client: &impl GenericClient, epoch: u64) -> Result<(), LeaseError> {
+    let (found, holder, _) = holder(client).await?;
+    if found != epoch {
+        return Err(LeaseError::Lost { ours: epoch, found, holder });
     }
     Ok(())
 }

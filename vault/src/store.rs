@@ -67,6 +67,7 @@ impl VaultError {
                         || c.starts_with("53") // insufficient resources
                         || c.starts_with("57P") // admin/crash shutdown, cannot connect now
                         || c.starts_with("58") // system error (I/O)
+                        || c == "25006" // read-only transaction (a standby during failover)
                         || c == "40001" // serialization failure
                         || c == "40P01" // deadlock detected
                         || c == "55P03" // lock not available
@@ -499,6 +500,9 @@ impl Vault {
                 chunk.push((seq, first, events, leaves));
             }
             let tx = self.client.transaction().await?;
+            if let Some(epoch) = self.epoch {
+                crate::lease::check(&tx, epoch).await?;
+            }
             self.partitions_upto = ensure_partitions(&tx, self.partitions_upto, end).await?;
             let rows = chunk.iter().flat_map(|(seq, first, events, leaves)| {
                 events.iter().zip(leaves).enumerate().map(move |(i, (e, h))| LogRow {
