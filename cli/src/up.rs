@@ -364,6 +364,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     plan.log
         .hasher(std::env::var("CHRONOS_HMAC_KEY").ok().as_deref())
         .with_context(|| format!("log.hash = {}", plan.log.hash))?;
+    check_shared_memory(&plan)?;
     let listen: std::net::SocketAddr = plan.cfg.ingest.listen.parse()?;
     let listener = chronos_ingest::server::bind(listen)
         .with_context(|| format!("ingest.listen: another program or another Chronos log listens on {listen}"))?;
@@ -501,6 +502,37 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Refuses to start when /dev/shm cannot hold this topology's rings once
+/// they fill (a write to a tmpfs page that does not fit kills the writer
+/// with SIGBUS, under load, long after the start). This instance's own
+/// rings already there count as room: they are reused.
+fn check_shared_memory(plan: &Plan) -> anyhow::Result<()> {
+    let t = &plan.topology;
+    let need: u64 = t.rings().iter().map(|(n, g)| n * chronos_ipc::ring::segment_len(g.capacity)).sum();
+    let st = nix::sys::statvfs::statvfs("/dev/shm").context("reading the size of /dev/shm")?;
+    let free = st.blocks_available() * st.fragment_size();
+    let ours: u64 = plan
+        .names
+        .all(t)
+        .iter()
+        .filter_map(|n| std::fs::metadata(format!("/dev/shm/chronos-{n}")).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum();
+    if need > free + ours {
+        bail!(
+            "/dev/shm has {} MiB free, but the rings of this topology need up to {} MiB once full \
+             ({} ingest process(es) × {} hasher(s), ingest.max_decoded_bytes = {} MiB): give it more shared memory \
+             (Docker/Compose: shm_size), or lower pipeline.hashers, ingest.processes or ingest.max_decoded_bytes",
+            (free + ours) >> 20,
+            need.div_ceil(1 << 20),
+            t.ingests,
+            t.hashers,
+            t.max_decoded >> 20
+        );
+    }
+    Ok(())
 }
 
 /// Whether every ingest process (alive) announced that the pipeline is

@@ -121,6 +121,12 @@ pub fn create(name: &str, capacity: u64, max_record: u64) -> Result<(), RingErro
     Segment::create(name, capacity, max_record).map(drop)
 }
 
+/// Bytes of shared memory a ring of `capacity` takes at most (its header
+/// page and its data area; pages are only used as records are written).
+pub fn segment_len(capacity: u64) -> u64 {
+    crate::layout::HEADER_LEN + capacity
+}
+
 /// Creates a ring, or checks that the existing one has this geometry.
 pub fn open_or_create(name: &str, capacity: u64, max_record: u64) -> Result<(), RingError> {
     match create(name, capacity, max_record) {

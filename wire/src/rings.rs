@@ -72,6 +72,12 @@ impl Topology {
         Geometry::for_record(self.hashed_record() + 160 + 48 * (self.max_events / 255 + 8))
     }
 
+    /// The geometry of every ring of this topology, with how many of each.
+    pub fn rings(&self) -> [(u64, Geometry); 4] {
+        let (i, h) = (u64::from(self.ingests), u64::from(self.hashers));
+        [(i * h, self.ingest_ring()), (h, self.hashed_ring()), (1, self.sequenced_ring()), (i, self.ack_ring())]
+    }
+
     /// Rings from the vault writer back to ingest (acks and heartbeats).
     pub fn ack_ring(&self) -> Geometry {
         Geometry { capacity: 1 << 20, max_record: 4096 }

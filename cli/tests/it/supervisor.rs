@@ -231,3 +231,30 @@ fn a_reading_command_never_stops_the_database_up_started() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!data.join("pg/postmaster.pid").exists());
 }
+
+#[test]
+fn rings_that_dev_shm_cannot_hold_are_refused_at_start_with_the_size_and_the_settings() {
+    // 1 GiB bodies and 16 hashers: about 200 GiB of rings once full, more
+    // than any /dev/shm of this machine's kind (half or all of 24 GiB).
+    let dir = tempfile::Builder::new().prefix("chronos-shm-").tempdir_in("/tmp").unwrap();
+    let data = dir.path().join("data");
+    let out = super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/shm"], &[]);
+    assert!(out.status.success());
+    let out = Command::new(env!("CARGO_BIN_EXE_chronos"))
+        .args(["up", "--data-dir", data.to_str().unwrap(), "--database-url", "postgres://nobody@127.0.0.1:1/none"])
+        .args(["--hashers", "16", "--listen", "127.0.0.1:0"])
+        .env("CHRONOS_INGEST_MAX_DECODED_BYTES", "1073741824")
+        .env("CHRONOS_INGEST_MAX_INFLIGHT_BYTES", "2147483648")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("/dev/shm has") && err.contains("MiB once full"), "{err}");
+    assert!(err.contains("shm_size") && err.contains("pipeline.hashers"), "{err}");
+    // Nothing was created.
+    let instance = chronos_wire::instance_id(&data);
+    let left =
+        std::fs::read_dir("/dev/shm").unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(&instance));
+    assert!(!left, "rings were created");
+}
