@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::pipeline::{Acked, Load, Stack, body, check_acked, free_port, http, json_u64, up_command};
+use super::pipeline::{Acked, Load, Stack, Up, body, check_acked, free_port, http, json_u64, up_command};
 
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 
@@ -89,7 +89,7 @@ fn two_instances_on_one_database_exactly_one_writes_and_the_other_says_why() {
     let b_addr = format!("127.0.0.1:{}", free_port());
     let b_log = b_dir.path().join("up.log");
     let read_b = || std::fs::read_to_string(&b_log).unwrap_or_default();
-    let mut b = up_command(&b_data, &a.url, &b_addr, &b_log, &[]).spawn().unwrap();
+    let mut b = Up(up_command(&b_data, &a.url, &b_addr, &b_log, &[]).spawn().unwrap());
     let status = wait_exit(&mut b, Duration::from_secs(60), read_b);
     assert_eq!(status.code(), Some(2), "{}", read_b());
     assert!(read_b().contains("another Chronos instance is writing this log"), "{}", read_b());
@@ -108,7 +108,7 @@ fn two_instances_on_one_database_exactly_one_writes_and_the_other_says_why() {
         )
         .unwrap();
     assert_eq!(killed.trim(), "1", "one session holds the writer lock");
-    let mut b = up_command(&b_data, &a.url, &b_addr, &b_log, &[]).spawn().unwrap();
+    let mut b = Up(up_command(&b_data, &a.url, &b_addr, &b_log, &[]).spawn().unwrap());
     wait_for(Duration::from_secs(60), "B ready", read_b, || match http(&b_addr, "GET", "/readyz", &[], b"") {
         Ok(r) if r.status == 200 => Some(()),
         _ => None,

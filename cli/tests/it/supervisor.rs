@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::pipeline::{Stack, body, finish_post, free_port, http, partial_post, up_command};
+use super::pipeline::{Stack, Up, body, finish_post, free_port, http, partial_post, up_command};
 
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
 
@@ -34,7 +34,7 @@ fn a_second_up_on_the_same_data_directory_is_refused_naming_the_first() {
     let log2 = s.dir.path().join("up2.log");
     let read2 = || std::fs::read_to_string(&log2).unwrap_or_default();
     let other_addr = format!("127.0.0.1:{}", free_port());
-    let mut second = up_command(&s.data(), &s.url, &other_addr, &log2, &[]).spawn().unwrap();
+    let mut second = Up(up_command(&s.data(), &s.url, &other_addr, &log2, &[]).spawn().unwrap());
     let status = exit_of(&mut second, read2);
     assert_eq!(status.code(), Some(2), "{}", read2());
     let first = s.up.as_ref().unwrap().id();
@@ -55,7 +55,7 @@ fn two_logs_cannot_share_an_ingest_address() {
     let url = s.pg.create_database("other").unwrap();
     let log = dir.path().join("up.log");
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let mut other = up_command(&data, &url, &s.addr, &log, &[]).spawn().unwrap();
+    let mut other = Up(up_command(&data, &url, &s.addr, &log, &[]).spawn().unwrap());
     let status = exit_of(&mut other, read);
     assert_eq!(status.code(), Some(2), "{}", read());
     assert!(read().contains("another program or another Chronos log listens on"), "{}", read());
@@ -129,7 +129,7 @@ fn up_names_its_real_address_once_it_serves_and_a_setup_error_stops_it_with_stat
     let log = dir.path().join("up.log");
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     // Port 0: the banner gives the port the kernel chose, after the start.
-    let mut up = up_command(&data, &url, "127.0.0.1:0", &log, &[]).spawn().unwrap();
+    let mut up = Up(up_command(&data, &url, "127.0.0.1:0", &log, &[]).spawn().unwrap());
     let addr = wait_for(Duration::from_secs(60), "banner", read, || {
         let text = read();
         let line = text.lines().find(|l| l.starts_with("Chronos is up ("))?;
@@ -146,9 +146,9 @@ fn up_names_its_real_address_once_it_serves_and_a_setup_error_stops_it_with_stat
     let log2 = dir.path().join("up2.log");
     let read2 = || std::fs::read_to_string(&log2).unwrap_or_default();
     let addr2 = format!("127.0.0.1:{}", free_port());
-    let mut up = up_command(&data, &url, &addr2, &log2, &[("CHRONOS_INGEST_TOKEN_FILE", "/nonexistent/tokens")])
+    let mut up = Up(up_command(&data, &url, &addr2, &log2, &[("CHRONOS_INGEST_TOKEN_FILE", "/nonexistent/tokens")])
         .spawn()
-        .unwrap();
+        .unwrap());
     let status = exit_of(&mut up, read2);
     assert_eq!(status.code(), Some(2), "{}", read2());
     assert!(read2().contains("ingest-0 cannot start") && read2().contains("/nonexistent/tokens"), "{}", read2());
@@ -193,7 +193,7 @@ fn a_reading_command_never_stops_the_database_up_started() {
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
-    let mut up = up.spawn().unwrap();
+    let mut up = Up(up.spawn().unwrap());
     wait_for(Duration::from_secs(90), "ready", read, || {
         (http(&addr, "GET", "/readyz", &[], b"").ok()?.status == 200).then_some(())
     });
