@@ -63,6 +63,18 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Polls `f` every 20 ms until it returns `Some`, failing after `within`.
+pub fn wait_for<T>(within: Duration, what: &str, log: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}; log:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A `chronos up` a test started by hand: stopped (SIGTERM, then SIGKILL
 /// after 30 s) when dropped, so that a failing test leaks no process tree.
 pub struct Up(pub Child);

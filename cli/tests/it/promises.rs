@@ -9,21 +9,9 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use super::pipeline::{Acked, Load, Stack, Up, body, check_acked, free_port, http, json_u64, up_command};
+use super::pipeline::{Acked, Load, Stack, Up, body, check_acked, free_port, http, json_u64, up_command, wait_for};
 
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
-
-/// Polls `f` every 20 ms until it returns `Some`, failing after `within`.
-fn wait_for<T>(within: Duration, what: &str, log: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}; log:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn sql_i64(s: &Stack, sql: &str) -> i64 {
     s.pg.psql("postgres", sql).unwrap().trim().parse().unwrap_or_else(|e| panic!("{sql}: {e}"))

@@ -4,25 +4,14 @@
 //! and setup errors that stop `up` at once with the reason.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::pipeline::{Stack, Up, body, finish_post, free_port, http, partial_post, up_command};
+use super::pipeline::{Stack, Up, body, finish_post, free_port, http, partial_post, up_command, wait_for};
 
 const NDJSON: (&str, &str) = ("content-type", "application/x-ndjson");
-
-fn wait_for<T>(within: Duration, what: &str, log: impl Fn() -> String, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}; log:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn exit_of(c: &mut std::process::Child, log: impl Fn() -> String) -> std::process::ExitStatus {
     wait_for(Duration::from_secs(120), "exit", log, || c.try_wait().unwrap())
