@@ -175,27 +175,19 @@ pub fn verify_proof(file: &Path, key: &str, event: Option<&Path>) -> anyhow::Res
     Ok(())
 }
 
-/// Nanoseconds since the epoch as RFC 3339 UTC (proleptic Gregorian,
-/// days to civil date by Howard Hinnant's algorithm).
+/// RFC 3339 in UTC with all nine fraction digits (`time`'s well-known
+/// `Rfc3339` drops trailing zeros, so its width would vary).
+const RFC3339_NANOS: &str = "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z";
+
+/// Nanoseconds since the epoch as RFC 3339 UTC.
 fn rfc3339(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ns % 1_000_000_000
-    )
+    let format = time::format_description::parse_borrowed::<2>(RFC3339_NANOS).ok();
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
+        .ok()
+        .zip(format)
+        .and_then(|(t, f)| t.format(&f).ok())
+        // Unreachable: every u64 of nanoseconds is a date before 2600.
+        .unwrap_or_else(|| format!("{ns} ns after 1970-01-01T00:00:00Z"))
 }
 
 fn read_checkpoint(path: &Path, trusted: &NoteVerifier) -> anyhow::Result<Checkpoint> {
@@ -247,5 +239,8 @@ mod tests {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000000Z");
         assert_eq!(super::rfc3339(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
         assert_eq!(super::rfc3339(1_795_252_798_468_834_313), "2026-11-21T09:19:58.468834313Z");
+        // Trailing zeros are kept: the width never varies.
+        assert_eq!(super::rfc3339(1_000_000_000_100_000_000), "2001-09-09T01:46:40.100000000Z");
+        assert_eq!(super::rfc3339(u64::MAX), "2554-07-21T23:34:33.709551615Z");
     }
 }
