@@ -100,8 +100,9 @@ impl Source {
 
 /// Connects, with the connection driven on the current runtime.
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) =
-        tokio_postgres::connect(url, tokio_postgres::NoTls).await.context("cannot connect to PostgreSQL")?;
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -135,5 +136,53 @@ pub fn hash_key() -> anyhow::Result<Option<chronos_ledger::HashKey>> {
     match std::env::var("CHRONOS_HMAC_KEY") {
         Ok(k) => Ok(Some(chronos_ledger::HashKey::from_hex(&k).context("CHRONOS_HMAC_KEY")?)),
         Err(_) => Ok(None),
+    }
+}
+
+/// A database URL (or key=value connection string) for messages: user,
+/// hosts, ports and database name, with any password shown as `***`.
+pub fn redact(url: &str) -> String {
+    use tokio_postgres::config::Host;
+    let Ok(c) = url.parse::<tokio_postgres::Config>() else {
+        return "(a database URL that does not parse)".to_owned();
+    };
+    let ports = c.get_ports();
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(dir) => dir.display().to_string(),
+            };
+            match ports.get(i).or(if ports.len() == 1 { ports.first() } else { None }) {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            }
+        })
+        .collect();
+    let user = match (c.get_user(), c.get_password()) {
+        (Some(u), Some(_)) => format!("{u}:***@"),
+        (Some(u), None) => format!("{u}@"),
+        (None, Some(_)) => ":***@".to_owned(),
+        (None, None) => String::new(),
+    };
+    format!("postgres://{user}{}/{}", hosts.join(","), c.get_dbname().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_redacted_in_urls_and_key_value_strings() {
+        assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(redact("postgres://h/db"), "postgres://h:5432/db");
+        assert_eq!(redact("host=h port=5 user=u password=secret dbname=db"), "postgres://u:***@h:5/db");
+        assert_eq!(redact("postgresql://u:s%40cret@a:1,b:2/db?sslmode=require"), "postgres://u:***@a:1,b:2/db");
+        assert!(!redact("host=/run/postgresql password='x y'").contains("x y"));
+        assert_eq!(redact("postgres://u:pw@h:5/db?password=also"), "postgres://u:***@h:5/db");
+        assert_eq!(redact("not a url password=p"), "(a database URL that does not parse)");
     }
 }

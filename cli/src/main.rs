@@ -20,6 +20,7 @@ mod embedded;
 mod init;
 mod lock;
 mod prove;
+mod rings;
 mod services;
 mod up;
 mod verify;

@@ -60,7 +60,7 @@ async fn lease_connection(url: &str) -> anyhow::Result<tokio_postgres::Client> {
         .await
         .map_err(|_| anyhow::anyhow!("no answer within 5 s"))
         .and_then(|r| r.map_err(anyhow::Error::from))
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::database::redact(url)))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "the writer lease's connection closed");
@@ -309,27 +309,13 @@ fn stop_all(procs: &mut [Proc], grace: Duration, signals: &Signals) {
 async fn migrate(url: &str) -> anyhow::Result<()> {
     let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+        .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::database::redact(url)))?;
     let task = tokio::spawn(conn);
     let report = chronos_vault::schema::migrate(&mut client).await?;
     tracing::info!(?report, "schema up to date");
     drop(client);
     let _ = task.await;
     Ok(())
-}
-
-/// A URL with its password hidden, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let cred = &url[s + 3..at];
-            match cred.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &cred[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
@@ -364,7 +350,10 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     plan.log
         .hasher(std::env::var("CHRONOS_HMAC_KEY").ok().as_deref())
         .with_context(|| format!("log.hash = {}", plan.log.hash))?;
-    check_shared_memory(&plan)?;
+    // Rings an earlier run left holding records that this topology would
+    // not read (see `crate::rings`); the empty ones are removed here.
+    let leftovers = crate::rings::leftovers(&plan)?;
+    crate::rings::check_shared_memory(&plan)?;
     let listen: std::net::SocketAddr = plan.cfg.ingest.listen.parse()?;
     let listener = chronos_ingest::server::bind(listen)
         .with_context(|| format!("ingest.listen: another program or another Chronos log listens on {listen}"))?;
@@ -412,11 +401,11 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         listener: Some(listener),
         fatal: None,
     };
-    let mut vault = vec![proc("vault-writer".into(), vec!["vault-writer".into()])];
-    let mut orch = vec![proc("orchestrator".into(), vec!["orchestrator".into()])];
-    let mut hash: Vec<Proc> = (0..hashers)
-        .map(|h| proc(format!("hasher-{h}"), vec!["hasher".into(), "--index".into(), h.to_string()]))
-        .collect();
+    if let crate::rings::Leftovers::Drain { topology, rings } = leftovers {
+        drain(&mut sup, &plan, &topology, &rings, &signals, &mut postgres)?;
+    }
+    crate::rings::write_topology(&run_dir, &plan.topology)?;
+    let (mut vault, mut orch, mut hash) = committers(hashers);
     let mut ingest: Vec<Proc> = (0..plan.topology.ingests)
         .map(|i| proc(format!("ingest-{i}"), vec!["ingest".into(), "--slot".into(), i.to_string()]))
         .collect();
@@ -427,6 +416,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     }
     let mut announced = false;
     let mut pg_backoff = Duration::from_millis(100);
+    let mut pg_started = Instant::now();
     let mut lease_retry = Instant::now();
     let mut lease_checked = Instant::now();
     let mut renew = false;
@@ -471,10 +461,15 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         if let Some((e, child)) = postgres.as_mut()
             && let Some(status) = child.try_wait()?
         {
+            // Like the services' backoff: reset after a healthy period.
+            if pg_started.elapsed() > Duration::from_secs(30) {
+                pg_backoff = Duration::from_millis(100);
+            }
             tracing::warn!(%status, restart_in = ?pg_backoff, "embedded PostgreSQL exited; restarting it");
             std::thread::sleep(pg_backoff);
             pg_backoff = (pg_backoff * 2).min(Duration::from_secs(5));
             *child = e.start()?;
+            pg_started = Instant::now();
         }
         if !announced && serving(&run_dir, plan.topology.ingests) {
             announced = true;
@@ -497,42 +492,11 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         let _ = child.wait();
         tracing::info!("embedded PostgreSQL stopped");
     }
-    remove_drained_rings(&plan);
+    crate::rings::remove_drained(&plan);
     match lost {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// Refuses to start when /dev/shm cannot hold this topology's rings once
-/// they fill (a write to a tmpfs page that does not fit kills the writer
-/// with SIGBUS, under load, long after the start). This instance's own
-/// rings already there count as room: they are reused.
-fn check_shared_memory(plan: &Plan) -> anyhow::Result<()> {
-    let t = &plan.topology;
-    let need: u64 = t.rings().iter().map(|(n, g)| n * chronos_ipc::ring::segment_len(g.capacity)).sum();
-    let st = nix::sys::statvfs::statvfs("/dev/shm").context("reading the size of /dev/shm")?;
-    let free = st.blocks_available() * st.fragment_size();
-    let ours: u64 = plan
-        .names
-        .all(t)
-        .iter()
-        .filter_map(|n| std::fs::metadata(format!("/dev/shm/chronos-{n}")).ok())
-        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
-        .sum();
-    if need > free + ours {
-        bail!(
-            "/dev/shm has {} MiB free, but the rings of this topology need up to {} MiB once full \
-             ({} ingest process(es) × {} hasher(s), ingest.max_decoded_bytes = {} MiB): give it more shared memory \
-             (Docker/Compose: shm_size), or lower pipeline.hashers, ingest.processes or ingest.max_decoded_bytes",
-            (free + ours) >> 20,
-            need.div_ceil(1 << 20),
-            t.ingests,
-            t.hashers,
-            t.max_decoded >> 20
-        );
-    }
-    Ok(())
 }
 
 /// Whether every ingest process (alive) announced that the pipeline is
@@ -547,22 +511,89 @@ fn serving(run_dir: &Path, ingests: u16) -> bool {
     (0..ingests).all(|i| alive(format!("ingest-{i}.ready")))
 }
 
-/// Removes this instance's rings that hold no records (all of them after
-/// a clean stop); a ring still holding records is kept for the next start.
-/// Ack rings only hold answers and heartbeats for processes now gone.
-fn remove_drained_rings(plan: &Plan) {
-    for name in plan.names.all(&plan.topology) {
-        let transient = name.contains("-ack-");
-        let empty =
-            transient || chronos_ipc::Consumer::attach(&name).and_then(|c| c.has_records()).is_ok_and(|has| !has);
-        if empty {
-            if let Err(e) = chronos_ipc::ring::remove(&name) {
-                tracing::warn!(ring = name, error = %e, "cannot remove ring");
+/// The services behind ingest: vault writer, orchestrator, hashers.
+fn committers(hashers: u16) -> (Vec<Proc>, Vec<Proc>, Vec<Proc>) {
+    let vault = vec![proc("vault-writer".into(), vec!["vault-writer".into()])];
+    let orch = vec![proc("orchestrator".into(), vec!["orchestrator".into()])];
+    let hash = (0..hashers)
+        .map(|h| proc(format!("hasher-{h}"), vec!["hasher".into(), "--index".into(), h.to_string()]))
+        .collect();
+    (vault, orch, hash)
+}
+
+/// Commits what rings of an earlier run hold before this run changes the
+/// topology: runs that run's vault writer, orchestrator and hashers (no
+/// ingest: nothing new comes in) until its rings are empty, stops them in
+/// order, then removes the rings this run does not reuse. Records are
+/// committed once: the idempotency keys they carry answer a client that
+/// sends the same body again afterwards.
+fn drain(
+    sup: &mut Supervisor,
+    plan: &Plan,
+    earlier: &chronos_wire::Topology,
+    stranded: &[String],
+    signals: &Signals,
+    postgres: &mut Option<(Embedded, Child)>,
+) -> anyhow::Result<()> {
+    tracing::info!(
+        rings = stranded.join(", "),
+        hashers = earlier.hashers,
+        ingest_processes = earlier.ingests,
+        "rings of an earlier run hold records this topology would not read: committing them first, \
+         with the topology that wrote them"
+    );
+    let configured = sup.env.clone();
+    sup.env.extend(crate::rings::topology_env(earlier));
+    let (mut vault, mut orch, mut hash) = committers(earlier.hashers);
+    let drained = (|| {
+        for group in [&mut vault, &mut orch, &mut hash] {
+            for p in group.iter_mut() {
+                sup.spawn(p)?;
             }
-        } else {
-            tracing::info!(ring = name, "ring kept: it holds records for the next start");
         }
-    }
+        let mut told = Instant::now();
+        loop {
+            if signals.stop() {
+                bail!("stopped before the rings of the earlier run were drained; they are kept for the next start");
+            }
+            for group in [&mut vault, &mut orch, &mut hash] {
+                sup.tend(group)?;
+                if let Some(p) = group.iter().find(|p| p.child.is_none() && p.restart_at.is_none()) {
+                    let why = std::fs::read_to_string(sup.run_dir.join(format!("{}.refused", p.name)));
+                    bail!(
+                        "{} refused to run while draining the earlier run's rings: {}",
+                        p.name,
+                        why.unwrap_or_default().trim()
+                    );
+                }
+            }
+            if let Some(reason) = sup.fatal.take() {
+                bail!("{reason}");
+            }
+            if let Some((_, child)) = postgres.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("the embedded PostgreSQL exited ({status}) while the earlier run's rings were drained");
+            }
+            let holding = crate::rings::pending(plan, earlier)?;
+            if holding.is_empty() {
+                return Ok(());
+            }
+            if told.elapsed() >= Duration::from_secs(5) {
+                told = Instant::now();
+                tracing::info!(rings = holding.join(", "), "still committing what these rings hold");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })();
+    stop_all(&mut hash, Duration::from_secs(30), signals);
+    stop_all(&mut orch, Duration::from_secs(45), signals);
+    stop_all(&mut vault, Duration::from_secs(45), signals);
+    sup.env = configured;
+    drained?;
+    crate::rings::remove_unused(plan, earlier)?;
+    tracing::info!("the earlier run's rings are committed and removed; starting this topology");
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)] // the command's output
@@ -580,10 +611,4 @@ fn banner(addr: &str, data_dir: &Path, started: Instant) {
 }
 
 #[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
-        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
-    }
-}
+mod tests {}

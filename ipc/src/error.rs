@@ -26,6 +26,10 @@ pub enum RingError {
     /// The segment is not a Chronos ring, or a different layout version.
     #[error("ring {name} is not compatible: {reason}")]
     Incompatible { name: String, reason: String },
+    /// The segment belongs to another user or others may open it: another
+    /// local user could read every record or inject records. Never used.
+    #[error("ring {path} cannot be trusted: {reason}; remove it (it was not made by this user's Chronos)")]
+    Untrusted { path: String, reason: String },
     /// The segment's contents break the ring's invariants. Stop and alert:
     /// something other than the ring code wrote to it.
     #[error("ring is corrupt: {reason}")]

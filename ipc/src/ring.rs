@@ -148,6 +148,28 @@ pub fn open_or_create(name: &str, capacity: u64, max_record: u64) -> Result<(), 
     }
 }
 
+/// Whether a ring holds committed records its consumer has not released,
+/// seen from outside: no role is taken, so this also works while a
+/// consumer runs (it answers for that instant).
+pub fn holds_records(name: &str) -> Result<bool, RingError> {
+    let seg = Segment::open(name, INIT_WAIT)?;
+    let head = core::load_head(&seg)?;
+    Ok(core::peek(&seg, head)?.is_some())
+}
+
+/// An existing ring's capacity and largest record.
+pub fn geometry(name: &str) -> Result<(u64, u64), RingError> {
+    let seg = Segment::open(name, INIT_WAIT)?;
+    Ok((seg.capacity(), seg.max_record()))
+}
+
+/// Names of this host's rings that start with `prefix`, sorted.
+pub fn list(prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = sys::list_segments().into_iter().filter(|n| n.starts_with(prefix)).collect();
+    names.sort();
+    names
+}
+
 /// A ring's state as seen from outside.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RingStatus {

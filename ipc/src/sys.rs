@@ -51,6 +51,28 @@ fn shm_name(name: &str) -> Result<CString, RingError> {
     CString::new(format!("/chronos-{name}")).map_err(|_| RingError::Invalid(format!("ring name {name:?}")))
 }
 
+/// Refuses a segment that another user owns or that its group or others
+/// may open. /dev/shm is writable by everyone and ring names are
+/// predictable, so another local user could create a ring before Chronos
+/// does, then read every record in it or write records that pass for
+/// ingest's. Segments Chronos creates are 0600 and owned by its user.
+fn check_trusted(fd: &OwnedFd, name: &str) -> Result<(), RingError> {
+    let st = fstat(fd).map_err(RingError::os(format!("fstat ring {name}")))?;
+    let me = nix::unistd::geteuid().as_raw();
+    let untrusted = |reason: String| RingError::Untrusted { path: segment_path(name), reason };
+    if st.st_uid != me {
+        return Err(untrusted(format!("it is owned by uid {}, not by this process's uid {me}", st.st_uid)));
+    }
+    let open_to = st.st_mode & 0o077;
+    if open_to != 0 {
+        return Err(untrusted(format!(
+            "its mode {:04o} lets its group or others open it (expected 0600)",
+            st.st_mode & 0o7777
+        )));
+    }
+    Ok(())
+}
+
 /// Path of a ring's segment in the filesystem (for tools and tests).
 pub(crate) fn segment_path(name: &str) -> String {
     format!("/dev/shm/chronos-{name}")
@@ -101,6 +123,7 @@ impl Segment {
             Errno::ENOENT => RingError::NotFound { name: name.to_owned() },
             e => RingError::os(format!("shm_open {name}"))(e),
         })?;
+        check_trusted(&fd, name)?;
         let incompatible = |reason: String| RingError::Incompatible { name: name.to_owned(), reason };
         let start = Instant::now();
         let deadline = start + init_wait;

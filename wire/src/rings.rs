@@ -112,18 +112,34 @@ impl RingNames {
     }
     /// Every ring of a topology.
     pub fn all(&self, t: &Topology) -> Vec<String> {
+        self.sized(t).into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// Every ring of a topology, with its geometry.
+    pub fn sized(&self, t: &Topology) -> Vec<(String, Geometry)> {
         let mut out = Vec::new();
         for i in 0..t.ingests {
             for h in 0..t.hashers {
-                out.push(self.ingest(i, h));
+                out.push((self.ingest(i, h), t.ingest_ring()));
             }
-            out.push(self.ack(i));
+            out.push((self.ack(i), t.ack_ring()));
         }
         for h in 0..t.hashers {
-            out.push(self.hashed(h));
+            out.push((self.hashed(h), t.hashed_ring()));
         }
-        out.push(self.sequenced());
+        out.push((self.sequenced(), t.sequenced_ring()));
         out
+    }
+
+    /// The prefix every ring name of this instance starts with.
+    pub fn prefix(&self) -> String {
+        format!("{}-", self.instance)
+    }
+
+    /// Whether `name` is an ack ring (it holds only answers to ingest
+    /// processes, worthless once they are gone).
+    pub fn is_ack(&self, name: &str) -> bool {
+        name.strip_prefix(&self.prefix()).is_some_and(|rest| rest.starts_with("ack-"))
     }
 }
 

@@ -118,9 +118,12 @@ pub fn up_command(
 ) -> Command {
     let log = std::fs::File::create(log).unwrap();
     let mut c = Command::new(env!("CARGO_BIN_EXE_chronos"));
-    c.args(["up", "--data-dir", data.to_str().unwrap(), "--database-url", url, "--listen", addr])
-        .args(["--hashers", "2"])
-        .env_remove("CHRONOS_DATA_DIR")
+    c.args(["up", "--data-dir", data.to_str().unwrap(), "--database-url", url, "--listen", addr]);
+    // Two hashers unless the test sets them (a flag would override it).
+    if !env.iter().any(|(k, _)| *k == "CHRONOS_PIPELINE_HASHERS") {
+        c.args(["--hashers", "2"]);
+    }
+    c.env_remove("CHRONOS_DATA_DIR")
         .env_remove("CHRONOS_FAULTS")
         .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
         .env("CHRONOS_INGEST_ACK_TIMEOUT_MS", "5000")

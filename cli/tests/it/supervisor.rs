@@ -247,3 +247,97 @@ fn rings_that_dev_shm_cannot_hold_are_refused_at_start_with_the_size_and_the_set
         std::fs::read_dir("/dev/shm").unwrap().flatten().any(|e| e.file_name().to_string_lossy().contains(&instance));
     assert!(!left, "rings were created");
 }
+
+/// An unclean stop, then fewer hashers: what was queued for the removed
+/// hasher is committed first, by the topology that queued it, before the
+/// new one starts; a client that sends such a body again gets the same
+/// answer. Before, those records stayed in rings nobody read, and a later
+/// run with more hashers stored them a second time.
+#[test]
+fn records_queued_for_removed_hashers_are_committed_once_before_the_topology_changes() {
+    let mut s = Stack::start(&[]);
+    let data = s.data();
+    let stranded_ring = chronos_wire::RingNames::new(&chronos_wire::instance_id(&data)).ingest(0, 1);
+    // Hasher 1 stops reading: what ingest hands it stays in its ring.
+    nix::sys::signal::kill(Pid::from_raw(s.pid("hasher-1")), Signal::SIGSTOP).unwrap();
+    let bodies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = (0..12).map(|i| body(&format!("q{i}"), 3 + i, true)).collect();
+    let answers: Vec<u16> = std::thread::scope(|scope| {
+        let sent: Vec<_> = bodies
+            .iter()
+            .map(|(b, _)| {
+                let addr = s.addr.clone();
+                scope.spawn(move || http(&addr, "POST", "/ingest", &[NDJSON], b).map_or(0, |r| r.status))
+            })
+            .collect();
+        // Those handed to hasher 1 are answered 503 after the ack timeout.
+        sent.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let queued: Vec<usize> = (0..bodies.len()).filter(|&i| answers[i] != 200).collect();
+    assert!(!queued.is_empty() && queued.len() < bodies.len(), "answers: {answers:?}");
+    assert!(chronos_ipc::ring::holds_records(&stranded_ring).unwrap(), "the stopped hasher's ring holds the bodies");
+    crash(&mut s, &stranded_ring);
+    // One hasher from now on.
+    s.launch(&[("CHRONOS_PIPELINE_HASHERS", "1")]);
+    assert!(s.log().contains("committing them first"), "{}", s.log());
+    assert!(
+        !std::path::Path::new(&chronos_ipc::ring::segment_path(&stranded_ring)).exists(),
+        "the drained ring of the removed hasher is gone"
+    );
+    // Committed before any client sent anything again.
+    let stored = s.events();
+    for &i in &queued {
+        for e in &bodies[i].1 {
+            let n = stored.iter().filter(|x| *x == e).count();
+            assert_eq!(n, 1, "body {i} is stored once before any retry; answers {answers:?}; log:\n{}", s.log());
+        }
+    }
+    // Every body sent again (as a client does after a 503): the same answer.
+    let mut acked = Vec::new();
+    for (b, events) in &bodies {
+        let r = s.post(b, &[NDJSON]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        acked.push((super::pipeline::json_u64(&r.body, "first_leaf"), events.clone()));
+    }
+    s.stop();
+    let stored = s.check_ledger();
+    super::pipeline::check_acked(&stored, &acked);
+}
+
+/// Other body limits after an unclean stop: the rings left behind have
+/// other sizes. They are replaced (here empty: removed), and `up` starts;
+/// before, every service crash-looped on "ring … is not compatible".
+#[test]
+fn other_body_limits_after_an_unclean_stop_start_with_rings_of_the_new_size() {
+    let mut s = Stack::start(&[]);
+    let r = s.post(b"{\"before\":1}\n", &[NDJSON]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seq = chronos_wire::RingNames::new(&chronos_wire::instance_id(&s.data())).sequenced();
+    crash(&mut s, &seq);
+    let old = chronos_ipc::ring::geometry(&seq).unwrap();
+    s.launch(&[("CHRONOS_INGEST_MAX_DECODED_BYTES", "1048576")]);
+    assert_ne!(chronos_ipc::ring::geometry(&seq).unwrap(), old, "the ring has the new limits' size");
+    let r = s.post(b"{\"after\":1}\n", &[NDJSON]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.stop();
+    assert_eq!(s.check_ledger().len(), 2);
+}
+
+/// An unclean stop of everything: SIGKILL to the supervisor, then to each
+/// service (two hashers); returns once nobody holds a role on `ring`.
+fn crash(s: &mut Stack, ring: &str) {
+    let mut up = s.up.take().unwrap();
+    up.kill().unwrap();
+    up.wait().unwrap();
+    for name in ["ingest-0", "hasher-0", "hasher-1", "orchestrator", "vault-writer"] {
+        let _ = nix::sys::signal::kill(Pid::from_raw(s.pid(name)), Signal::SIGKILL);
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "the killed services to be gone",
+        || s.log(),
+        || {
+            let held = chronos_ipc::ring::inspect(ring).unwrap();
+            (!held.producer_alive && !held.consumer_alive).then_some(())
+        },
+    );
+}

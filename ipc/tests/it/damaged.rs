@@ -86,7 +86,9 @@ fn a_segment_whose_creator_died_is_uninitialized_until_removed() {
     let name = format!("test-{}-uninit", std::process::id());
     let path = ring::segment_path(&name);
     // A segment of the right size whose header was never written.
-    let f = OpenOptions::new().create_new(true).write(true).open(&path).unwrap();
+    let f = std::os::unix::fs::OpenOptionsExt::mode(OpenOptions::new().create_new(true).write(true), 0o600)
+        .open(&path)
+        .unwrap();
     f.set_len(4096 + (64 << 10)).unwrap();
     let e = Consumer::attach(&name).unwrap_err();
     assert!(matches!(e, RingError::Uninitialized { .. }), "{e}");
@@ -140,4 +142,35 @@ fn a_head_moved_backwards_by_someone_else_stops_the_producer() {
     poke(&r.0, 128, &0u64.to_le_bytes());
     let e = p.try_push(0, &[1; 1000]).unwrap_err();
     assert!(matches!(e, chronos_ipc::PushError::Corrupt(_)), "{e:?}");
+}
+
+/// Another local user could create a ring's segment before Chronos does
+/// (/dev/shm is writable by everyone, the names are predictable) and then
+/// read or inject records: a segment owned by another user is refused by
+/// every way in, with its path in the error.
+#[test]
+fn a_segment_owned_by_another_user_is_refused() {
+    let r = TestRing::new("foreign", 64 << 10, 1024);
+    let path = ring::segment_path(&r.0);
+    std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown (the tests run as root)");
+    for e in [
+        Consumer::attach(&r.0).err().map(|e| e.to_string()),
+        Producer::attach(&r.0).err().map(|e| e.to_string()),
+        ring::open_or_create(&r.0, 64 << 10, 1024).err().map(|e| e.to_string()),
+    ] {
+        let e = e.expect("a foreign segment was accepted");
+        assert!(e.contains(&path) && e.contains("owned by uid 65534"), "{e}");
+    }
+}
+
+#[test]
+fn a_segment_others_may_open_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let r = TestRing::new("open-to-all", 64 << 10, 1024);
+    let path = ring::segment_path(&r.0);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = open_error(&r.0);
+    assert!(e.contains(&path) && e.contains("mode 0644"), "{e}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    Consumer::attach(&r.0).expect("the same segment, 0600 again, is used");
 }

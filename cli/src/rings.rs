@@ -1,0 +1,190 @@
+//! This instance's rings across runs of `chronos up`: room for them in
+//! /dev/shm, what an earlier run left in them, and their removal after a
+//! clean stop.
+//!
+//! Rings outlive the processes that use them, so that records survive a
+//! crash. After an unclean stop they may still hold records that were never
+//! committed. If the new run's topology has the same rings (same names,
+//! same sizes), its services carry on with those records. If it does not (fewer
+//! hashers or ingest processes, other body limits), the records would be
+//! stranded in rings nobody reads, and stored a second time if a later
+//! run read them after the client had sent the body again. So `up` first
+//! drains them with the topology that wrote them, recorded in
+//! `run/topology.json`, and only then starts the new one.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, bail};
+use chronos_ipc::ring;
+use chronos_wire::Topology;
+
+use crate::services::Plan;
+
+/// Refuses to start when /dev/shm cannot hold this topology's rings once
+/// they fill (a write to a tmpfs page that does not fit kills the writer
+/// with SIGBUS, under load, long after the start). This instance's own
+/// rings already there count as room: they are reused, or removed once
+/// drained.
+pub fn check_shared_memory(plan: &Plan) -> anyhow::Result<()> {
+    let t = &plan.topology;
+    let need: u64 = t.rings().iter().map(|(n, g)| n * ring::segment_len(g.capacity)).sum();
+    let st = nix::sys::statvfs::statvfs("/dev/shm").context("reading the size of /dev/shm")?;
+    let free = st.blocks_available() * st.fragment_size();
+    let ours: u64 = ring::list(&plan.names.prefix())
+        .iter()
+        .filter_map(|n| std::fs::metadata(ring::segment_path(n)).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum();
+    if need > free + ours {
+        bail!(
+            "/dev/shm has {} MiB free, but the rings of this topology need up to {} MiB once full \
+             ({} ingest process(es) × {} hasher(s), ingest.max_decoded_bytes = {} MiB): give it more shared memory \
+             (Docker/Compose: shm_size), or lower pipeline.hashers, ingest.processes or ingest.max_decoded_bytes",
+            (free + ours) >> 20,
+            need.div_ceil(1 << 20),
+            t.ingests,
+            t.hashers,
+            t.max_decoded >> 20
+        );
+    }
+    Ok(())
+}
+
+/// What an earlier run left in rings this run would not read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Nothing, or only empty rings (now removed).
+    None,
+    /// Rings holding records, all of them rings of `Topology` (the earlier
+    /// run's): run that topology without ingest until they are empty.
+    Drain { topology: Topology, rings: Vec<String> },
+}
+
+/// Finds this instance's rings that hold records the planned topology
+/// would not read, and removes the empty ones it would not use.
+pub fn leftovers(plan: &Plan) -> anyhow::Result<Leftovers> {
+    let wanted = plan.names.sized(&plan.topology);
+    let mut stranded = Vec::new();
+    for name in ring::list(&plan.names.prefix()) {
+        let geometry = ring::geometry(&name).with_context(|| format!("ring {}", ring::segment_path(&name)))?;
+        let reused = wanted.iter().any(|(n, g)| *n == name && (g.capacity, g.max_record) == geometry);
+        if reused {
+            continue;
+        }
+        if plan.names.is_ack(&name) || !ring::holds_records(&name)? {
+            remove(&name)?;
+        } else {
+            stranded.push(name);
+        }
+    }
+    if stranded.is_empty() {
+        return Ok(Leftovers::None);
+    }
+    let earlier = read_topology(&plan.run_dir());
+    let fits = |t: &Topology| {
+        let sized = plan.names.sized(t);
+        stranded.iter().all(|name| {
+            sized.iter().any(|(n, g)| n == name && ring::geometry(name).is_ok_and(|c| c == (g.capacity, g.max_record)))
+        })
+    };
+    match earlier {
+        Some(t) if fits(&t) => Ok(Leftovers::Drain { topology: t, rings: stranded }),
+        _ => bail!(
+            "rings of an earlier run hold records that this topology would not read ({}), and {} does not \
+             describe the run that made them. Start once more with that run's settings \
+             (pipeline.hashers, ingest.processes, ingest.max_decoded_bytes, ingest.max_events) and stop with \
+             Ctrl-C, which commits what the rings hold; then change the settings",
+            stranded.iter().map(|n| ring::segment_path(n)).collect::<Vec<_>>().join(", "),
+            topology_file(&plan.run_dir()).display()
+        ),
+    }
+}
+
+/// Environment that makes the services run `t` instead of the configured
+/// topology (every setting can come from `CHRONOS_<SECTION>_<KEY>`).
+pub fn topology_env(t: &Topology) -> Vec<(String, String)> {
+    vec![
+        ("CHRONOS_INGEST_PROCESSES".into(), t.ingests.to_string()),
+        ("CHRONOS_PIPELINE_HASHERS".into(), t.hashers.to_string()),
+        ("CHRONOS_INGEST_MAX_DECODED_BYTES".into(), t.max_decoded.to_string()),
+        ("CHRONOS_INGEST_MAX_EVENTS".into(), t.max_events.to_string()),
+    ]
+}
+
+/// The rings of topology `t` (answers to ingest aside) that hold records.
+pub fn pending(plan: &Plan, t: &Topology) -> anyhow::Result<Vec<String>> {
+    let mut holding = Vec::new();
+    for name in plan.names.all(t) {
+        match ring::holds_records(&name) {
+            Ok(true) if !plan.names.is_ack(&name) => holding.push(name),
+            Ok(_) | Err(chronos_ipc::RingError::NotFound { .. }) => {}
+            Err(e) => return Err(e).with_context(|| format!("ring {}", ring::segment_path(&name))),
+        }
+    }
+    Ok(holding)
+}
+
+/// Removes every ring of `t` that the planned topology does not reuse as
+/// it is (they are empty: drained).
+pub fn remove_unused(plan: &Plan, t: &Topology) -> anyhow::Result<()> {
+    let wanted = plan.names.sized(&plan.topology);
+    for (name, g) in plan.names.sized(t) {
+        if !wanted.contains(&(name.clone(), g)) {
+            match ring::holds_records(&name) {
+                Err(chronos_ipc::RingError::NotFound { .. }) => continue,
+                Ok(true) if !plan.names.is_ack(&name) => bail!("ring {name} still holds records after its drain"),
+                _ => remove(&name)?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn remove(name: &str) -> anyhow::Result<()> {
+    ring::remove(name).with_context(|| format!("removing ring {}", ring::segment_path(name)))
+}
+
+fn topology_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("topology.json")
+}
+
+/// Records the topology whose rings this run creates, for the next run.
+pub fn write_topology(run_dir: &Path, t: &Topology) -> anyhow::Result<()> {
+    let json = serde_json::json!({
+        "ingests": t.ingests, "hashers": t.hashers, "max_decoded": t.max_decoded, "max_events": t.max_events,
+    });
+    let path = topology_file(run_dir);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, format!("{json}\n")).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))
+}
+
+fn read_topology(run_dir: &Path) -> Option<Topology> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(topology_file(run_dir)).ok()?).ok()?;
+    let n = |k: &str| v.get(k)?.as_u64();
+    Some(Topology {
+        ingests: u16::try_from(n("ingests")?).ok()?,
+        hashers: u16::try_from(n("hashers")?).ok()?,
+        max_decoded: n("max_decoded")?,
+        max_events: n("max_events")?,
+    })
+}
+
+/// Removes this instance's rings that hold no records (all of them after
+/// a clean stop); a ring still holding records is kept for the next start.
+/// Ack rings only hold answers and heartbeats for processes now gone.
+pub fn remove_drained(plan: &Plan) {
+    for name in plan.names.all(&plan.topology) {
+        let empty = match ring::holds_records(&name) {
+            Err(chronos_ipc::RingError::NotFound { .. }) => continue,
+            held => plan.names.is_ack(&name) || held.is_ok_and(|has| !has),
+        };
+        if empty {
+            if let Err(e) = ring::remove(&name) {
+                tracing::warn!(ring = name, error = %e, "cannot remove ring");
+            }
+        } else {
+            tracing::info!(ring = name, "ring kept: it holds records for the next start");
+        }
+    }
+}
