@@ -1,5 +1,5 @@
-//! Records/s and bytes/s from one process to another: through a ring, through
-//! an nng `ipc://` socket, and plain memcpy bandwidth, in one run.
+//! Records/s and bytes/s from one process to another through a ring, the
+//! cost of waking a sleeping reader, and plain memcpy bandwidth, in one run.
 //!
 //! `cargo bench -p chronos-ipc --bench ring`
 //! The consumer is a separate process (chronos-ipc-peer) that touches every
@@ -7,7 +7,6 @@
 //! each wake-up before polling (`Consumer::wait_linger`, the setting for
 //! throughput-minded readers); `records_no_linger` shows it without.
 
-use std::io::Write as _;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,6 @@ use chronos_ipc::Distributor;
 use chronos_ipc::ring::{self, Producer};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-const SIZES: [usize; 2] = [150, 4096];
 const STOP: u32 = 2;
 
 fn peer(args: &[&str]) -> Child {
@@ -100,85 +98,10 @@ fn fanout_bench(c: &mut Criterion) {
     g.finish();
 }
 
-fn nng_bench(c: &mut Criterion) {
-    use anng::Message;
-    use anng::protocols::pipeline0::{Pull0, Push0};
-    let mut g = c.benchmark_group("nng_ipc_cross_process");
-    g.sample_size(10).measurement_time(Duration::from_secs(5));
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    for size in SIZES {
-        let dir = std::env::temp_dir();
-        let data = format!("ipc://{}/chronos-bench-{}-{size}.data", dir.display(), std::process::id());
-        let done = format!("ipc://{}/chronos-bench-{}-{size}.done", dir.display(), std::process::id());
-        let (mut push, mut pull) = rt.block_on(async {
-            let mut push = Push0::listen(std::ffi::CString::new(data.clone()).expect("url")).await.expect("listen");
-            // Queue up to nng's maximum locally, so the sender is not held to
-            // one message per round trip: nng's best case.
-            push.set_send_buffer(8192).expect("send buffer");
-            let pull = Pull0::listen(std::ffi::CString::new(done.clone()).expect("url")).await.expect("listen");
-            (push, pull)
-        });
-        let mut consumer = peer(&["nng-pull", &data, &done]);
-        let payload = vec![0xa5u8; size];
-        g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("records", size), |b| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    push.push(Message::from(&iters.to_le_bytes()[..])).await.map_err(|(e, _)| e).expect("push count");
-                    for _ in 0..iters {
-                        push.push(Message::from(&payload[..])).await.map_err(|(e, _)| e).expect("push");
-                    }
-                    pull.pull().await.expect("done");
-                    start.elapsed()
-                })
-            })
-        });
-        rt.block_on(async {
-            let mut quit = Message::with_capacity(8);
-            quit.write_all(&0u64.to_le_bytes()).expect("write");
-            push.push(quit).await.map_err(|(e, _)| e).expect("quit");
-        });
-        consumer.wait().expect("consumer exit");
-    }
-    g.finish();
-}
-
-fn nng_sync_bench(c: &mut Criterion) {
-    use chronos_ipc::nng_sync::SyncSocket;
-    let mut g = c.benchmark_group("nng_ipc_blocking_cross_process");
-    g.sample_size(10).measurement_time(Duration::from_secs(5));
-    for size in SIZES {
-        let dir = std::env::temp_dir();
-        let data = format!("ipc://{}/chronos-bench-sync-{}-{size}.data", dir.display(), std::process::id());
-        let done = format!("ipc://{}/chronos-bench-sync-{}-{size}.done", dir.display(), std::process::id());
-        let push = SyncSocket::push_listen(&data).expect("listen");
-        let pull = SyncSocket::pull_listen(&done).expect("listen");
-        let mut consumer = peer(&["nng-sync-pull", &data, &done]);
-        let payload = vec![0xa5u8; size];
-        g.throughput(Throughput::Elements(1));
-        g.bench_function(BenchmarkId::new("records", size), |b| {
-            b.iter_custom(|iters| {
-                let start = Instant::now();
-                push.send(&iters.to_le_bytes()).expect("count");
-                for _ in 0..iters {
-                    push.send(&payload).expect("send");
-                }
-                pull.recv(|_| ()).expect("done");
-                start.elapsed()
-            })
-        });
-        push.send(&0u64.to_le_bytes()).expect("quit");
-        consumer.wait().expect("consumer exit");
-    }
-    g.finish();
-}
-
 /// Round trip of one 16-byte record to another process and back: the cost
 /// of waking a sleeping reader, by futex (no polling), by futex after a
-/// short poll (the default), and by an nng message.
+/// short poll (the default).
 fn wake_bench(c: &mut Criterion) {
-    use chronos_ipc::nng_sync::SyncSocket;
     use chronos_ipc::ring::Consumer;
     let mut g = c.benchmark_group("wake_round_trip");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -209,20 +132,6 @@ fn wake_bench(c: &mut Criterion) {
             ring::remove(n).expect("remove ring");
         }
     }
-    let dir = std::env::temp_dir();
-    let out = format!("ipc://{}/chronos-bench-echo-{}.out", dir.display(), std::process::id());
-    let back = format!("ipc://{}/chronos-bench-echo-{}.back", dir.display(), std::process::id());
-    let push = SyncSocket::push_listen(&out).expect("listen");
-    let pull = SyncSocket::pull_listen(&back).expect("listen");
-    let mut echo = peer(&["nng-echo", &out, &back]);
-    g.bench_function("nng_ipc_blocking", |bench| {
-        bench.iter(|| {
-            push.send(&msg).expect("send");
-            pull.recv(|m| assert_eq!(m.len(), 16)).expect("recv");
-        })
-    });
-    push.send(b"").expect("quit");
-    echo.wait().expect("echo exit");
     g.finish();
 }
 
@@ -242,5 +151,5 @@ fn memcpy_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, ring_bench, fanout_bench, nng_bench, nng_sync_bench, wake_bench, memcpy_bench);
+criterion_group!(benches, ring_bench, fanout_bench, wake_bench, memcpy_bench);
 criterion_main!(benches);

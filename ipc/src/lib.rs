@@ -8,17 +8,14 @@
 //!   when the writer is killed mid-write; readers sleep on a futex and
 //!   writers get backpressure when a ring is full. [`set`] combines rings
 //!   into the pipeline's many-to-many topology.
-//! * **Control messages** ([`control`]): small typed messages
-//!   (acknowledgements, wake-ups, registration) over nng, also for hops
-//!   that cross machines.
 //! * **Inherited sockets** ([`inherit`]): the listening socket a supervisor
 //!   binds once and hands to the processes it starts.
 //!
 //! What it does not do: interpret payloads, persist anything beyond the
 //! life of the host (segments live in /dev/shm), or remove segments
 //! implicitly. All `unsafe` code of Chronos lives in this crate, in `sys`,
-//! the record accessors of `ring`, `inherit` and the benchmark-only `nng_sync`, each
-//! block with a `// SAFETY:` comment; each atomic names the operation it pairs with.
+//! the record accessors of `ring` and `inherit`, each block with a
+//! `// SAFETY:` comment; each atomic names the operation it pairs with.
 //!
 //! The ring algorithm (`core`) is written against a small memory trait so
 //! that `RUSTFLAGS="--cfg loom" cargo test -p chronos-ipc --lib` checks it
@@ -30,12 +27,7 @@ mod layout;
 mod sync;
 
 #[cfg(not(loom))]
-pub mod control;
-#[cfg(not(loom))]
 pub mod inherit;
-#[cfg(not(loom))]
-#[doc(hidden)]
-pub mod nng_sync;
 #[cfg(not(loom))]
 pub mod ring;
 #[cfg(not(loom))]

@@ -1,6 +1,6 @@
 //! The operating-system side of a ring, and every `unsafe` block of the
-//! crate but the record accessors in `ring` and the nng C calls in
-//! `nng_sync`: POSIX shared-memory objects,
+//! crate but the record accessors in `ring` and the socket hand-over in
+//! `inherit`: POSIX shared-memory objects,
 //! the double mapping of the data area, OFD locks and futexes.
 //!
 //! Why `nix` + `memmap2` and not the `shared_memory` crate: that crate is

@@ -1,4 +1,4 @@
-//! Test and benchmark peer: one end of a ring (or of an nng socket) in its
+//! Test and benchmark peer: one end of a ring in its
 //! own process, so that tests and benchmarks cross a real process boundary.
 //!
 //! ```text
@@ -6,10 +6,6 @@
 //! chronos-ipc-peer consume <ring>
 //! chronos-ipc-peer drain <ring> <linger-µs>
 //! chronos-ipc-peer echo <in-ring> <out-ring> <spin-µs>
-//! chronos-ipc-peer nng-echo <pull-url> <push-url>
-//! chronos-ipc-peer nng-pull <pull-url> <done-url>
-//! chronos-ipc-peer nng-sync-pull <pull-url> <done-url>
-//! chronos-ipc-peer control-send <url> <acks>
 //! ```
 //! `produce` writes records whose length and bytes are a function of their
 //! seq, resuming wherever the ring's last producer stopped; `--slow` pauses
@@ -139,87 +135,6 @@ fn echo(input: &str, output: &str, spin: Duration) {
     }
 }
 
-/// Sends every message back until an empty one.
-fn nng_echo(pull_url: &str, push_url: &str) {
-    use chronos_ipc::nng_sync::SyncSocket;
-    let pull = SyncSocket::pull_dial(pull_url).unwrap();
-    let push = SyncSocket::push_dial(push_url).unwrap();
-    loop {
-        let m = pull.recv(<[u8]>::to_vec).unwrap();
-        if m.is_empty() {
-            return;
-        }
-        push.send(&m).unwrap();
-    }
-}
-
-fn nng_pull(pull_url: &str, done_url: &str) {
-    use anng::protocols::pipeline0::{Pull0, Push0};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let pull_url = std::ffi::CString::new(pull_url).unwrap();
-        let done_url = std::ffi::CString::new(done_url).unwrap();
-        let mut pull = Pull0::dial(&pull_url).await.unwrap();
-        let mut done = Push0::dial(&done_url).await.unwrap();
-        loop {
-            // A batch starts with its count; 0 means quit.
-            let head = pull.pull().await.unwrap();
-            let n = u64::from_le_bytes(head.as_slice()[..8].try_into().unwrap());
-            if n == 0 {
-                return;
-            }
-            let mut fold = 0u64;
-            for _ in 0..n {
-                let m = pull.pull().await.unwrap();
-                fold = m.as_slice().chunks(8).fold(fold, |a, c| a.rotate_left(5) ^ u64::from(c[0]) ^ (c.len() as u64));
-            }
-            let mut msg = anng::Message::with_capacity(8);
-            msg.write_all(&fold.to_le_bytes()).unwrap();
-            done.push(msg).await.map_err(|(e, _)| e).unwrap();
-        }
-    });
-}
-
-/// Blocking nng: batches of `count` then messages, answered with a fold.
-fn nng_sync_pull(pull_url: &str, done_url: &str) {
-    use chronos_ipc::nng_sync::SyncSocket;
-    let pull = SyncSocket::pull_dial(pull_url).unwrap();
-    let done = SyncSocket::push_dial(done_url).unwrap();
-    loop {
-        let n = pull.recv(|m| u64::from_le_bytes(m[..8].try_into().unwrap())).unwrap();
-        if n == 0 {
-            return;
-        }
-        let mut fold = 0u64;
-        for _ in 0..n {
-            fold = pull
-                .recv(|m| m.chunks(8).fold(fold, |a, c| a.rotate_left(5) ^ u64::from(c[0]) ^ (c.len() as u64)))
-                .unwrap();
-        }
-        done.send(&fold.to_le_bytes()).unwrap();
-    }
-}
-
-/// Sends a registration, `acks` acknowledgements, one undecodable message
-/// and a shutdown, in that order.
-fn control_send(url: &str, acks: u64) {
-    use chronos_ipc::control::{AckStatus, ControlMessage, ControlSender};
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let mut s = ControlSender::dial(url).await.unwrap();
-        let pid = std::process::id();
-        s.send(&ControlMessage::Register { role: "peer".into(), instance: 1, pid }).await.unwrap();
-        for id in 0..acks {
-            let body = id.to_le_bytes().to_vec();
-            s.send(&ControlMessage::Ack { id, status: AckStatus::Committed, body }).await.unwrap();
-        }
-        s.send_raw(&[1, 2, 0, 0]).await.unwrap();
-        s.send(&ControlMessage::Shutdown { reason: "done".into() }).await.unwrap();
-        // Give nng time to flush before the process exits.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    });
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -233,24 +148,8 @@ fn main() {
             drain(ring, Duration::from_micros(linger.parse().unwrap()));
             0
         }
-        ["control-send", url, acks] => {
-            control_send(url, acks.parse().unwrap());
-            0
-        }
         ["echo", input, output, spin] => {
             echo(input, output, Duration::from_micros(spin.parse().unwrap()));
-            0
-        }
-        ["nng-echo", pull, push] => {
-            nng_echo(pull, push);
-            0
-        }
-        ["nng-sync-pull", pull, done] => {
-            nng_sync_pull(pull, done);
-            0
-        }
-        ["nng-pull", pull, done] => {
-            nng_pull(pull, done);
             0
         }
         _ => {

@@ -2,7 +2,6 @@
 //! refusal of damaged segments.
 #![allow(clippy::unwrap_used)]
 
-mod control;
 mod damaged;
 mod processes;
 mod rings;
