@@ -74,7 +74,7 @@ pub fn leftovers(plan: &Plan) -> anyhow::Result<Leftovers> {
         if plan.names.is_ack(&name) || !ring::holds_records(&name)? {
             remove(&name)?;
         } else {
-            stranded.push(name);
+            stranded.push((name, geometry));
         }
     }
     if stranded.is_empty() {
@@ -83,18 +83,20 @@ pub fn leftovers(plan: &Plan) -> anyhow::Result<Leftovers> {
     let earlier = read_topology(&plan.run_dir());
     let fits = |t: &Topology| {
         let sized = plan.names.sized(t);
-        stranded.iter().all(|name| {
-            sized.iter().any(|(n, g)| n == name && ring::geometry(name).is_ok_and(|c| c == (g.capacity, g.max_record)))
-        })
+        stranded
+            .iter()
+            .all(|(name, geometry)| sized.iter().any(|(n, g)| n == name && (g.capacity, g.max_record) == *geometry))
     };
     match earlier {
-        Some(t) if fits(&t) => Ok(Leftovers::Drain { topology: t, rings: stranded }),
+        Some(t) if fits(&t) => {
+            Ok(Leftovers::Drain { topology: t, rings: stranded.into_iter().map(|(name, _)| name).collect() })
+        }
         _ => bail!(
             "rings of an earlier run hold records that this topology would not read ({}), and {} does not \
              describe the run that made them. Start once more with that run's settings \
              (pipeline.hashers, ingest.processes, ingest.max_decoded_bytes, ingest.max_events) and stop with \
              Ctrl-C, which commits what the rings hold; then change the settings",
-            stranded.iter().map(|n| ring::segment_path(n)).collect::<Vec<_>>().join(", "),
+            stranded.iter().map(|(n, _)| ring::segment_path(n)).collect::<Vec<_>>().join(", "),
             topology_file(&plan.run_dir()).display()
         ),
     }

@@ -36,7 +36,7 @@ pub struct Rules {
 impl Rules {
     /// How many usable sources must contain an instant for it to be agreed.
     pub fn required(&self) -> usize {
-        (self.configured / 2 + 1).max(self.min_agreeing).max(1)
+        (self.configured / 2 + 1).max(self.min_agreeing)
     }
 }
 
