@@ -31,6 +31,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub time: TimeConfig,
 }
 
 /// `[ingest]`: the HTTP front door.
@@ -170,6 +172,119 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[time]`: trusted time. Without sources, batches carry the host clock
+/// and the kernel's maximum error, marked `host` (no quorum is asked for,
+/// so none can be lost). With sources, the time service polls them and
+/// batches carry quorum time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeConfig {
+    /// Without a quorum: `refuse` writes (503 "no time quorum", the
+    /// default) or `accept` them stamped `untrusted`.
+    pub policy: String,
+    /// The fewest sources that must agree, whatever the majority.
+    pub min_agreeing: u64,
+    /// A source whose interval's half-width (root distance) exceeds this is unusable.
+    pub max_distance_ms: u64,
+    /// The most the local clock's rate may be off between rounds.
+    pub max_drift_ppm: u64,
+    /// Time between rounds.
+    pub poll_ms: u64,
+    /// How long a source has to answer in a round.
+    pub timeout_ms: u64,
+    /// `[[time.source]]` tables: `name`, `kind` (`ntp`), `address` (`host:port`).
+    #[serde(rename = "source", skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<TimeSourceConfig>,
+}
+
+impl Default for TimeConfig {
+    fn default() -> TimeConfig {
+        TimeConfig {
+            policy: "refuse".into(),
+            min_agreeing: 3,
+            max_distance_ms: 1_000,
+            max_drift_ppm: 100,
+            poll_ms: 16_000,
+            timeout_ms: 1_000,
+            sources: Vec::new(),
+        }
+    }
+}
+
+/// One `[[time.source]]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSourceConfig {
+    pub name: String,
+    pub kind: String,
+    pub address: String,
+}
+
+impl TimeConfig {
+    /// Validated settings; `page` names the clock page.
+    pub fn validate(&self, page: String) -> anyhow::Result<chronos_time::Settings> {
+        let policy = match self.policy.as_str() {
+            "refuse" => chronos_time::Policy::Refuse,
+            "accept" => chronos_time::Policy::Accept,
+            other => bail!("time.policy: {other:?} is not refuse or accept"),
+        };
+        let n = self.sources.len();
+        anyhow::ensure!(n <= 64, "time.source: {n} sources, at most 64");
+        let mut sources = Vec::with_capacity(n);
+        for (i, s) in self.sources.iter().enumerate() {
+            let at = format!("time.source[{i}]");
+            anyhow::ensure!(
+                !s.name.is_empty()
+                    && s.name.len() <= 32
+                    && s.name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')),
+                "{at}.name: {:?} must be 1..=32 of [A-Za-z0-9._-]",
+                s.name
+            );
+            anyhow::ensure!(
+                !self.sources[..i].iter().any(|o| o.name == s.name),
+                "{at}.name: {:?} names another source too",
+                s.name
+            );
+            let kind = match s.kind.as_str() {
+                "ntp" => chronos_time::SourceKind::Ntp,
+                other => bail!("{at}.kind: {other:?} is not a kind of source this version polls (ntp)"),
+            };
+            let port = s.address.rsplit_once(':').and_then(|(host, p)| (!host.is_empty()).then_some(p));
+            anyhow::ensure!(
+                port.is_some_and(|p| p.parse::<u16>().is_ok_and(|p| p != 0)),
+                "{at}.address: {:?} is not host:port",
+                s.address
+            );
+            sources.push(chronos_time::Source { name: s.name.clone(), kind, address: s.address.clone() });
+        }
+        if n > 0 {
+            anyhow::ensure!(
+                (1..=n as u64).contains(&self.min_agreeing),
+                "time.min_agreeing: {} is not in 1..={n} (the sources configured): no quorum could ever be reached",
+                self.min_agreeing
+            );
+        }
+        for (k, v, lo, hi) in [
+            ("time.max_distance_ms", self.max_distance_ms, 1, 60_000),
+            ("time.max_drift_ppm", self.max_drift_ppm, 1, 10_000),
+            ("time.poll_ms", self.poll_ms, 100, 3_600_000),
+            ("time.timeout_ms", self.timeout_ms, 10, self.poll_ms.max(10)),
+        ] {
+            anyhow::ensure!((lo..=hi).contains(&v), "{k}: {v} is not in {lo}..={hi}");
+        }
+        Ok(chronos_time::Settings {
+            sources,
+            min_agreeing: self.min_agreeing as usize,
+            max_distance: std::time::Duration::from_millis(self.max_distance_ms),
+            max_drift_ppm: self.max_drift_ppm,
+            poll: std::time::Duration::from_millis(self.poll_ms),
+            timeout: std::time::Duration::from_millis(self.timeout_ms),
+            policy,
+            page,
+        })
+    }
+}
+
 /// `[log]`: the log's identity. Changing any of these after logs are stored
 /// makes the ledger unverifiable; `chronos init` writes them once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -249,7 +364,7 @@ impl Config {
 
 /// Sections whose keys the environment may override (not `[log]`: the
 /// log's identity comes from the file only).
-const ENV_SECTIONS: [&str; 5] = ["ingest", "pipeline", "vault", "database", "metrics"];
+const ENV_SECTIONS: [&str; 6] = ["ingest", "pipeline", "vault", "database", "metrics", "time"];
 
 /// Applies `CHRONOS_<SECTION>_<KEY>` variables. The value is read as a TOML
 /// value when it parses as one (numbers, booleans), else as a string. An

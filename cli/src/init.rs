@@ -66,6 +66,7 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
         vault: Default::default(),
         database: crate::config::DatabaseConfig { url: String::new(), embedded_port: free_port()? },
         metrics: Default::default(),
+        time: Default::default(),
     };
     let text = format!(
         "# Chronos configuration, written by `chronos init`.\n\

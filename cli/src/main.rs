@@ -22,6 +22,7 @@ mod lock;
 mod prove;
 mod rings;
 mod services;
+mod time;
 mod up;
 mod verify;
 
@@ -153,6 +154,21 @@ enum Command {
         #[arg(long, value_name = "VKEY")]
         key: Option<String>,
     },
+    /// Show trusted time like chronyc's sources and tracking: each source's state (agreeing,
+    /// falseticker, too far, unreachable), offset and interval in the last round, the agreed
+    /// interval, the policy. Exit 0 synchronized (or host time), 1 no time quorum.
+    Time {
+        #[command(flatten)]
+        source: database::Source,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    #[command(hide = true)]
+    TimeService {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     #[command(hide = true)]
     Ingest {
         #[arg(long, env = "CHRONOS_DATA_DIR")]
@@ -224,6 +240,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::VerifyProof { file, key, event } => prove::verify_proof(&file, &key, event.as_deref())?,
         Command::Consistency { source, old, new, key } => prove::consistency(&source, key.as_deref(), &old, &new)?,
         Command::Bench { args } => bench::bench(args)?,
+        Command::Time { source, json } => return time::time(&source, json),
+        Command::TimeService { data_dir } => {
+            services::init_tracing("time");
+            services::time_service(&services::Plan::load_for(&data_dir, "time")?)?;
+        }
         Command::Up { data_dir, database_url, listen, hashers, ingests } => {
             services::init_tracing("up");
             up::up(&data_dir, up::Overrides { database_url, listen, hashers, ingests })?;

@@ -180,7 +180,7 @@ pub fn verify_proof(file: &Path, key: &str, event: Option<&Path>) -> anyhow::Res
 const RFC3339_NANOS: &str = "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z";
 
 /// Nanoseconds since the epoch as RFC 3339 UTC.
-fn rfc3339(ns: u64) -> String {
+pub fn rfc3339(ns: u64) -> String {
     let format = time::format_description::parse_borrowed::<2>(RFC3339_NANOS).ok();
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns))
         .ok()

@@ -76,6 +76,7 @@ pub struct Plan {
     pub cfg: Config,
     pub topology: Topology,
     pub names: RingNames,
+    pub time: chronos_time::Settings,
 }
 
 impl Plan {
@@ -129,8 +130,10 @@ impl Plan {
         };
         let topology =
             Topology { ingests: i.processes, hashers, max_decoded: i.max_decoded_bytes, max_events: i.max_events };
-        let names = RingNames::new(&instance_id(data_dir));
-        Ok(Plan { data_dir: data_dir.to_path_buf(), log, cfg, topology, names })
+        let instance = instance_id(data_dir);
+        let names = RingNames::new(&instance);
+        let time = cfg.time.validate(instance)?;
+        Ok(Plan { data_dir: data_dir.to_path_buf(), log, cfg, topology, names, time })
     }
 
     /// The database URL; the supervisor resolves the embedded one and
@@ -359,7 +362,28 @@ fn orchestrator_settings(plan: &Plan) -> anyhow::Result<chronos_orchestrator::Se
         checkpoint_file: plan.data_dir.join(&plan.cfg.pipeline.checkpoint_file),
         epoch: plan.epoch()?,
         faults: plan.faults()?,
+        clock: Arc::new(chronos_time::TimeReader::new(&plan.time)),
     })
+}
+
+/// The time service (`chronos time-service`, started by `up` when
+/// `[time]` lists sources).
+pub fn time_service(plan: &Plan) -> anyhow::Result<()> {
+    let url = setup(
+        plan,
+        "time",
+        (|| {
+            ensure!(!plan.time.sources.is_empty(), "[time] lists no source: there is nothing to poll");
+            plan.database_url()
+        })(),
+    )?;
+    let metrics = chronos_time::metrics::Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    serve_metrics(plan, "time", metrics_addr(plan, 2 + plan.topology.hashers), registry);
+    let stop = stop_flag(supervised())?;
+    chronos_time::service::run(&plan.time, &url, &stop, &metrics)?;
+    Ok(())
 }
 
 pub fn vault_writer(plan: &Plan) -> anyhow::Result<()> {
@@ -447,6 +471,16 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Under the refuse policy, ingest answers 503 "no time quorum" at the
+/// door while the published clock has none (the orchestrator refuses a
+/// batch that gets past in the meantime).
+fn time_gate(plan: &Plan) -> Option<chronos_ingest::server::TimeGate> {
+    let reader = chronos_time::TimeReader::new(&plan.time);
+    reader
+        .gates_writes()
+        .then(|| chronos_ingest::server::TimeGate(Arc::new(move || reader.stamp().err().map(|e| e.to_string()))))
+}
+
 fn ingest_settings(
     plan: &Plan,
     slot: u16,
@@ -466,6 +500,7 @@ fn ingest_settings(
         orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
         refusal_files: vec![plan.refusal_file("orchestrator"), plan.refusal_file("vault-writer")],
         ready_file: Some(plan.run_dir().join(format!("ingest-{slot}.ready"))),
+        time_gate: time_gate(plan),
     };
     // The socket `chronos up` bound for every ingest process of this
     // instance; alone (no supervisor), bind it here.

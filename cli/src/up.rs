@@ -419,10 +419,14 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     }
     crate::rings::write_topology(&run_dir, &plan.topology)?;
     let (mut vault, mut orch, mut hash) = committers(hashers);
+    // The time service, when [time] lists sources: first, so that its
+    // first round can agree while the others start.
+    let mut time: Vec<Proc> =
+        if plan.time.sources.is_empty() { Vec::new() } else { vec![proc("time".into(), vec!["time-service".into()])] };
     let mut ingest: Vec<Proc> = (0..plan.topology.ingests)
         .map(|i| proc(format!("ingest-{i}"), vec!["ingest".into(), "--slot".into(), i.to_string()]))
         .collect();
-    for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
+    for group in [&mut time, &mut vault, &mut orch, &mut hash, &mut ingest] {
         for p in group.iter_mut() {
             sup.spawn(p)?;
         }
@@ -435,7 +439,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     let mut renew = false;
     let mut lost: Option<anyhow::Error> = None;
     while !signals.stop() {
-        for group in [&mut vault, &mut orch, &mut hash, &mut ingest] {
+        for group in [&mut time, &mut vault, &mut orch, &mut hash, &mut ingest] {
             sup.tend(group)?;
         }
         if let Some(reason) = &sup.fatal {
@@ -498,6 +502,8 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     stop_all(&mut hash, Duration::from_secs(30), &signals);
     stop_all(&mut orch, Duration::from_secs(45), &signals);
     stop_all(&mut vault, Duration::from_secs(45), &signals);
+    // Last: the final checkpoint was stamped with its time.
+    stop_all(&mut time, Duration::from_secs(10), &signals);
     if let Some((_, mut child)) = postgres {
         // Fast shutdown; immediate (crash recovery at the next start) if forced.
         let sig = if signals.force() { Signal::SIGQUIT } else { Signal::SIGINT };

@@ -8,6 +8,9 @@
 //!   when the writer is killed mid-write; readers sleep on a futex and
 //!   writers get backpressure when a ring is full. [`set`] combines rings
 //!   into the pipeline's many-to-many topology.
+//! * **The published clock** ([`clock`]): a seqlock page through which
+//!   the time service publishes the trusted clock's state to every process
+//!   of the host, and the kernel clock's own state (`adjtimex`).
 //! * **Inherited sockets** ([`inherit`]): the listening socket a supervisor
 //!   binds once and hands to the processes it starts.
 //!
@@ -26,6 +29,8 @@ pub mod error;
 mod layout;
 mod sync;
 
+#[cfg(not(loom))]
+pub mod clock;
 #[cfg(not(loom))]
 pub mod inherit;
 #[cfg(not(loom))]

@@ -57,9 +57,14 @@ fn shm_name(name: &str) -> Result<CString, RingError> {
 /// does, then read every record in it or write records that pass for
 /// ingest's. Segments Chronos creates are 0600 and owned by its user.
 fn check_trusted(fd: &OwnedFd, name: &str) -> Result<(), RingError> {
-    let st = fstat(fd).map_err(RingError::os(format!("fstat ring {name}")))?;
+    check_owner(fd, &segment_path(name))
+}
+
+/// [`check_trusted`] for any segment, named by its path.
+pub(crate) fn check_owner(fd: &OwnedFd, path: &str) -> Result<(), RingError> {
+    let st = fstat(fd).map_err(RingError::os(format!("fstat {path}")))?;
     let me = nix::unistd::geteuid().as_raw();
-    let untrusted = |reason: String| RingError::Untrusted { path: segment_path(name), reason };
+    let untrusted = |reason: String| RingError::Untrusted { path: path.to_owned(), reason };
     if st.st_uid != me {
         return Err(untrusted(format!("it is owned by uid {}, not by this process's uid {me}", st.st_uid)));
     }
@@ -71,6 +76,37 @@ fn check_trusted(fd: &OwnedFd, name: &str) -> Result<(), RingError> {
         )));
     }
     Ok(())
+}
+
+/// A mapping's first `n` words as atomics.
+pub(crate) fn atomic_words(map: &memmap2::MmapRaw, n: usize) -> &[std::sync::atomic::AtomicU64] {
+    assert!(map.len() >= n * 8, "mapping shorter than {n} words");
+    // SAFETY: the mapping is page aligned (so 8-byte aligned) and at least
+    // n * 8 bytes long (asserted), and lives as long as the borrow of `map`.
+    // AtomicU64 has the size and alignment of u64; every access to these
+    // bytes, in this process and the others mapping the page, goes through
+    // atomics, so there is no data race. A read-only mapping is only ever
+    // loaded from (the reader never stores), which atomics allow.
+    unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<std::sync::atomic::AtomicU64>(), n) }
+}
+
+/// The kernel clock's state, read with `adjtimex` (modes 0: read only).
+pub(crate) fn host_clock() -> Result<crate::clock::HostClock, RingError> {
+    // SAFETY: timex is plain data for which all-zero bytes are valid.
+    let mut tx: libc::timex = unsafe { std::mem::zeroed() };
+    // SAFETY: `tx` is a valid, exclusively borrowed timex; with modes 0 the
+    // kernel only writes the current state into it.
+    let state = unsafe { libc::adjtimex(&raw mut tx) };
+    if state < 0 {
+        return Err(RingError::os("adjtimex")(Errno::last()));
+    }
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME).map_err(RingError::os("clock_gettime"))?;
+    let synchronized = state != libc::TIME_ERROR && tx.status & libc::STA_UNSYNC == 0;
+    Ok(crate::clock::HostClock {
+        now_ns: now.tv_sec() as u64 * 1_000_000_000 + now.tv_nsec() as u64,
+        synchronized,
+        max_error_ns: (tx.maxerror.max(0) as u64).saturating_mul(1_000),
+    })
 }
 
 /// Path of a ring's segment in the filesystem (for tools and tests).

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chronos_ledger::{ChainHead, Checkpoint, Hash, NoteSigner, TimeNs, TimeSource, TreeHasher, TrustedTime};
+use chronos_ledger::{ChainHead, Checkpoint, Hash, NoteSigner, TreeHasher};
 use chronos_vault::store::{Vault, VaultError};
 
 use crate::{Metrics, Settings};
@@ -51,6 +51,9 @@ pub struct Signer {
     saved: std::path::PathBuf,
     epoch: u64,
     faults: chronos_faults::Faults,
+    clock: Arc<chronos_time::TimeReader>,
+    /// The newest checkpoint time signed (checkpoint times never go back).
+    last_time: u64,
 }
 
 impl Signer {
@@ -72,6 +75,8 @@ impl Signer {
             saved: settings.checkpoint_file.clone(),
             epoch: settings.epoch,
             faults: settings.faults.clone(),
+            clock: settings.clock.clone(),
+            last_time: 0,
         }
     }
 
@@ -131,6 +136,11 @@ impl Signer {
                 reason: "committed chain or size differs from the sequenced one".into(),
             });
         }
+        // Signed whatever the quorum (a final checkpoint must be): without
+        // one it says so in its time source and uncertainty.
+        let stamp = self.clock.stamp_always();
+        let time = crate::stages::trusted(&stamp, &mut self.last_time)
+            .map_err(|e| VaultError::Corrupt { seq, reason: e.to_string() })?;
         let now = crate::stages::now_ns();
         let cp = Checkpoint {
             origin: self.origin.clone(),
@@ -139,7 +149,7 @@ impl Signer {
             hash: self.hasher.alg(),
             chain_seq: seq,
             chain_hash: chain,
-            time: TrustedTime { time: TimeNs(now), uncertainty_ns: 0, source: TimeSource::local() },
+            time,
         };
         let note = cp.sign(&self.signer).map_err(|e| VaultError::Corrupt { seq, reason: format!("signing: {e}") })?;
         // Outside the database first: a restore of the database to before

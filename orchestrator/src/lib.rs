@@ -74,6 +74,8 @@ pub struct Settings {
     pub epoch: u64,
     /// Fault injection at the crash boundaries (tests only).
     pub faults: chronos_faults::Faults,
+    /// Trusted time, for batches and checkpoints.
+    pub clock: Arc<chronos_time::TimeReader>,
 }
 
 /// Why the orchestrator stopped.
@@ -110,6 +112,7 @@ pub struct Metrics {
     pub events: Counter,
     pub duplicates: Counter,
     pub rejected: Counter,
+    pub unavailable: Counter,
     pub checkpoints: Counter,
     pub seq: Gauge,
     pub tree_size: Gauge,
@@ -132,6 +135,11 @@ impl Metrics {
             self.duplicates.clone(),
         );
         r.register("chronos_orchestrator_rejected", "Records refused by a stage or undecodable", self.rejected.clone());
+        r.register(
+            "chronos_orchestrator_unavailable",
+            "Batches answered 503 by a stage (no time quorum under the refuse policy)",
+            self.unavailable.clone(),
+        );
         r.register("chronos_orchestrator_checkpoints", "Checkpoints signed", self.checkpoints.clone());
         r.register("chronos_orchestrator_seq", "Seq of the last sequenced batch", self.seq.clone());
         r.register("chronos_orchestrator_tree_size", "Leaves sequenced", self.tree_size.clone());
@@ -398,7 +406,14 @@ fn sequence_loop(
                         return Ok(());
                     }
                 }
-                Verdict::Reject(_) if c.seq != 0 => {
+                Verdict::Unavailable(reason) if c.seq == 0 => {
+                    metrics.unavailable.inc();
+                    tracing::warn!(reason, "batch refused for now");
+                    if !refuse(out, Refused::new(input.reply, 503, &format!("{reason}; nothing was stored")))? {
+                        return Ok(());
+                    }
+                }
+                Verdict::Reject(_) | Verdict::Unavailable(_) if c.seq != 0 => {
                     // A seq was given out: refusing now would leave a gap
                     // in the chain. Stop; the successor restores from the
                     // database, where that seq was never used.
@@ -406,7 +421,7 @@ fn sequence_loop(
                         StageError::OutOfOrder { stage: "a refusing stage", needs: "to run before sequence" }.into()
                     );
                 }
-                Verdict::Reject(reason) => {
+                Verdict::Reject(reason) | Verdict::Unavailable(reason) => {
                     metrics.rejected.inc();
                     tracing::error!(reason, "stage refused a batch");
                     let reason = format!("refused by the sequencer: {reason}; nothing was stored");

@@ -263,8 +263,8 @@ pub fn spine(settings: &Settings, r: &Restored, metrics: &crate::Metrics) -> Spi
     let max_events = usize::try_from(settings.topology.max_events).unwrap_or(usize::MAX);
     Spine::new(vec![
         Box::new(Validate::new(settings.key_window, settings.key_limit, max_events, &r.keys, metrics.clone())),
+        Box::new(Timestamp::new(settings.clock.clone(), r.last_time)),
         Box::new(Sequence::new(&r.head)),
-        Box::new(Timestamp::new(r.last_time)),
         Box::new(Chain::new(settings.hasher.clone(), r.head)),
         Box::new(Tree::new(settings.hasher.clone(), r.range.clone())),
     ])

@@ -1,5 +1,6 @@
-//! The stages of the spine, in order: validate → sequence → timestamp →
-//! chain → tree. Each owns its slice of the sequencer's state. A stage
+//! The stages of the spine, in order: validate → timestamp → sequence →
+//! chain → tree (timestamp before sequence, so that a batch refused for
+//! want of a time quorum never took a seq). Each owns its slice of the sequencer's state. A stage
 //! either lets the batch continue, answers it (a duplicate), or fails
 //! fatally (a broken invariant: the process stops and restores from the
 //! database on restart, so no half-applied state survives).
@@ -8,7 +9,10 @@
 //! into [`crate::Spine::new`]'s list.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chronos_time::{Stamp, TimeReader};
 
 use chronos_ledger::{BatchHeader, ChainHead, CompactRange, Hash, TimeNs, TimeSource, TreeHasher, TrustedTime};
 use chronos_wire::{Duplicate, HashedRef, TileNode};
@@ -56,6 +60,9 @@ pub enum Verdict {
     /// Refused: nothing is stored; the client is answered 422 with the
     /// reason at once and an audit event is left.
     Reject(String),
+    /// Not now: nothing is stored; the client is answered 503 with the
+    /// reason and Retry-After (no time quorum under the refuse policy).
+    Unavailable(String),
 }
 
 /// A broken invariant: stop the sequencer.
@@ -68,6 +75,8 @@ pub enum StageError {
     Chain(#[from] chronos_ledger::ChainError),
     #[error("leaf index overflow at seq {0}")]
     Overflow(u64),
+    #[error("time source: {0}")]
+    TimeSource(String),
 }
 
 /// One stage of the spine.
@@ -208,24 +217,39 @@ impl Stage for Sequence {
     }
 }
 
-/// Stamps the batch with the host clock, recorded as source `local` with
-/// uncertainty 0 meaning "not measured". Never goes backwards: a clock
-/// stepped back repeats the last time.
+/// Stamps the batch with trusted time (`chronos_time::reader`): quorum
+/// time when sources are configured, else the host clock with its
+/// kernel's maximum error. Under the refuse policy without a quorum the
+/// batch is answered 503 and gets no seq.
 #[derive(Debug)]
 pub struct Timestamp {
+    clock: Arc<TimeReader>,
     last: u64,
 }
 
 impl Timestamp {
     /// `last`: the newest time already in the chain.
-    pub fn new(last: u64) -> Timestamp {
-        Timestamp { last }
+    pub fn new(clock: Arc<TimeReader>, last: u64) -> Timestamp {
+        Timestamp { clock, last }
     }
 }
 
-/// Now, in ns since the epoch.
+/// Now, in ns since the epoch (the host clock: for ages, not for stamps).
 pub fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The recorded form of `stamp`: its interval's midpoint, but never before
+/// `last` (time in the chain never goes backwards), with the uncertainty
+/// that keeps the whole interval covered. `last` is raised to it.
+pub fn trusted(stamp: &Stamp, last: &mut u64) -> Result<TrustedTime, StageError> {
+    let i = stamp.interval;
+    let time = i.midpoint().max(*last);
+    *last = time;
+    let uncertainty_ns = (time - i.earliest).max(i.latest.saturating_sub(time));
+    let source =
+        TimeSource::new(&stamp.source).map_err(|e| StageError::TimeSource(format!("{}: {e}", stamp.source)))?;
+    Ok(TrustedTime { time: TimeNs(time), uncertainty_ns, source })
 }
 
 impl Stage for Timestamp {
@@ -233,9 +257,13 @@ impl Stage for Timestamp {
         "timestamp"
     }
     fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
-        self.last = self.last.max(now_ns());
-        c.time = Some(TrustedTime { time: TimeNs(self.last), uncertainty_ns: 0, source: TimeSource::local() });
-        Ok(Verdict::Continue)
+        match self.clock.stamp() {
+            Ok(stamp) => {
+                c.time = Some(trusted(&stamp, &mut self.last)?);
+                Ok(Verdict::Continue)
+            }
+            Err(no) => Ok(Verdict::Unavailable(no.to_string())),
+        }
     }
 }
 

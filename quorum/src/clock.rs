@@ -5,10 +5,12 @@
 //! monotonic clock and widened by the maximum drift on each side, so it
 //! still contains true time if the monotonic clock's rate is off by no
 //! more than that drift. What the clock serves never moves backwards: the
-//! earliest end and the midpoint it serves are never below what it served
-//! before (the floor), also across restarts when the service restores the
-//! floor it kept. A restored floor is not trust: the clock serves nothing
-//! until a fresh round anchors it.
+//! time it serves is never below one it served before, and its earliest
+//! end never below the floor, the greatest earliest end it served (a
+//! bound true time has passed, so raising later intervals to it keeps them
+//! true), also across restarts when the service restores the floor it
+//! kept. A restored floor is not trust: the clock serves nothing until a
+//! fresh round anchors it.
 
 use crate::interval::Interval;
 
@@ -18,7 +20,9 @@ pub struct Served {
     /// Contains true time (if the sources that agreed were honest).
     pub interval: Interval,
     /// The time to record: the interval's midpoint, never below an earlier
-    /// one served.
+    /// one served (so it can lie above the interval's latest end when a
+    /// round moved the interval down; record `max(time - earliest, latest -
+    /// time)` as its uncertainty).
     pub time: u64,
     /// Nanoseconds since the interval was last anchored by agreement.
     pub age_ns: u64,
@@ -53,8 +57,10 @@ pub struct Clock {
     max_drift_ppm: u64,
     holdover_ns: u64,
     anchor: Option<(u64, Interval)>,
-    /// The greatest time served so far (restored across restarts).
+    /// The greatest earliest end served so far (restored across restarts).
     floor: u64,
+    /// The greatest time served so far.
+    last_time: u64,
 }
 
 impl Clock {
@@ -62,10 +68,10 @@ impl Clock {
     /// serves an agreement for `holdover_ns` after it was made, and never
     /// serves below `floor` (0 for a new log).
     pub fn new(max_drift_ppm: u64, holdover_ns: u64, floor: u64) -> Clock {
-        Clock { max_drift_ppm, holdover_ns, anchor: None, floor }
+        Clock { max_drift_ppm, holdover_ns, anchor: None, floor, last_time: 0 }
     }
 
-    /// The greatest time served so far: keep it to restore it.
+    /// The greatest earliest end served so far: keep it to restore it.
     pub fn floor(&self) -> u64 {
         self.floor
     }
@@ -96,7 +102,8 @@ impl Clock {
     /// as served (the floor rises).
     pub fn now(&mut self, mono_ns: u64) -> Result<Served, Unsynchronized> {
         let s = self.peek(mono_ns)?;
-        self.floor = self.floor.max(s.time);
+        self.floor = self.floor.max(s.interval.earliest);
+        self.last_time = self.last_time.max(s.time);
         Ok(s)
     }
 
@@ -112,7 +119,7 @@ impl Clock {
         }
         let carried = agreed.carried(age_ns, self.max_drift_ppm);
         let interval = Interval { earliest: carried.earliest.max(self.floor), latest: carried.latest.max(self.floor) };
-        let time = interval.midpoint().max(self.floor);
+        let time = interval.midpoint().max(self.last_time);
         Ok(Served { interval, time, age_ns })
     }
 }
@@ -144,11 +151,11 @@ mod tests {
         // A later round agrees on an earlier (still consistent) interval.
         c.anchor(S, Interval::new(99 * S, 101 * S + 5).unwrap()).unwrap();
         let second = c.now(S).unwrap();
-        assert!(second.time >= first && second.interval.earliest >= first, "{second:?}");
+        assert!(second.time >= first && second.interval.earliest >= 100 * S, "{second:?}");
         // One that ends before what was served is refused.
         assert_eq!(
             c.anchor(2 * S, Interval::new(90 * S, 95 * S).unwrap()),
-            Err(Refused::BeforeFloor { latest: 95 * S, floor: second.time })
+            Err(Refused::BeforeFloor { latest: 95 * S, floor: 100 * S })
         );
         // A restart restores the floor, but not trust.
         let mut again = Clock::new(0, 60 * S, c.floor());

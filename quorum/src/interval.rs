@@ -2,7 +2,7 @@
 //! Unix epoch, both ends included.
 
 /// An interval of Unix time in nanoseconds that contains true time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Interval {
     pub earliest: u64,
     pub latest: u64,

@@ -18,8 +18,14 @@
 //! * keeps a clock between rounds ([`clock`]): the agreed interval moves
 //!   with the monotonic clock and widens by the maximum drift, and what it
 //!   serves never moves backwards;
+//! * records each round as [`evidence`] that a batch's time names by its
+//!   digest and that anyone can check again;
 //! * reads and writes NTPv4 packets and turns the four timestamps of an
-//!   exchange into a correctness interval ([`ntp`]).
+//!   exchange into a correctness interval ([`ntp`]);
+//! * builds Roughtime requests and verifies signed answers (delegation,
+//!   Merkle path, validity window) into a correctness interval, chaining a
+//!   round's requests so that a server whose time contradicts causality
+//!   leaves a malfeasance report anyone can re-check ([`roughtime`]).
 //!
 //! What it does not do: any I/O. No sockets, no clock reads (every instant
 //! is given to it), no threads, no storage. The time service beside it
@@ -29,8 +35,10 @@
 //! time.
 
 pub mod clock;
+pub mod evidence;
 pub mod interval;
 pub mod ntp;
+pub mod roughtime;
 pub mod select;
 
 pub use clock::{Clock, Served};

@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "writer_lease_and_logs_rebuild",
         sql: include_str!("../migrations/0004_writer_lease_and_logs_rebuild.sql"),
     },
+    Migration { version: 5, name: "time_evidence", sql: include_str!("../migrations/0005_time_evidence.sql") },
 ];
 
 /// The schema version this binary writes.

@@ -7,7 +7,9 @@
 //! every batch root, the chain, the global tree at every stored checkpoint
 //! and every checkpoint signature; it checks the UNLOGGED `logs` table and
 //! the canonical batch payloads against each other; and, given a checkpoint
-//! saved earlier, that today's log extends it.
+//! saved earlier, that today's log extends it; and that every batch stamped
+//! with quorum time is what its round's evidence (`time_rounds`, checked
+//! with `chronos-quorum`'s evidence format) allows.
 //!
 //! It does not write to the database, repair anything, or trust anything
 //! it reads except through the key it is given (or, failing that, the key
@@ -26,6 +28,7 @@ mod copy;
 pub mod engine;
 pub mod report;
 mod source;
+mod time;
 
 pub use copy::CopyError;
 pub use engine::{
@@ -80,5 +83,15 @@ pub enum Error {
 /// Verifies the log in the database at `url`.
 pub fn verify_database(url: &str, opts: &Options, progress: &dyn Progress) -> Result<Report, Error> {
     let (identity, streams) = source::open(url)?;
-    run(&identity, opts, streams, progress)
+    let mut report = run(&identity, opts, streams, progress)?;
+    let times = time::check(url, report.summary.batches)?;
+    report.summary.quorum_batches = times.quorum_batches;
+    if !times.findings.is_empty() {
+        report.findings_total += times.findings.len() as u64;
+        report.findings.extend(times.findings);
+        report.findings.truncate(report::MAX_FINDINGS);
+        report.first = report.first.or_else(|| report.findings.first().cloned());
+        report.status = Status::Tampered;
+    }
+    Ok(report)
 }

@@ -36,6 +36,10 @@ pub enum Kind {
     /// The log does not extend a checkpoint it signed (same size, other
     /// root, or a tree that does not contain it).
     Forked,
+    /// A batch claims quorum time that its round's evidence does not
+    /// support: the evidence is missing or altered, its selection does
+    /// not recompute, or the batch's time lies outside what it allows.
+    TimeUnproven,
 }
 
 impl Kind {
@@ -51,6 +55,7 @@ impl Kind {
             Kind::BadSignature => "bad signature",
             Kind::RolledBack => "rolled back",
             Kind::Forked => "forked",
+            Kind::TimeUnproven => "time unproven",
         }
     }
 }
@@ -205,6 +210,8 @@ pub struct Summary {
     /// Bytes of events and payloads read.
     pub bytes: u64,
     pub checkpoints: u64,
+    /// Batches stamped with quorum time, each checked against its round's evidence.
+    pub quorum_batches: u64,
     /// Leaves in the verified tree.
     pub tree_size: u64,
     /// Leaves beyond the newest valid signed checkpoint: checked for

@@ -92,4 +92,5 @@ mod bench;
 mod pipeline;
 mod promises;
 mod supervisor;
+mod time;
 mod verify;

@@ -142,6 +142,13 @@ pub fn up_command(
 
 impl Stack {
     pub fn start(env: &[(&str, &str)]) -> Stack {
+        let mut s = Stack::prepare();
+        s.launch(env);
+        s
+    }
+
+    /// A log created (`chronos init`) on its own PostgreSQL, not yet up.
+    pub fn prepare() -> Stack {
         let pg = PgCluster::start().unwrap();
         let url = pg.url("postgres");
         let dir = tempfile::Builder::new().prefix("chronos-it-").tempdir_in("/tmp").unwrap();
@@ -151,9 +158,7 @@ impl Stack {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let addr = format!("127.0.0.1:{}", free_port());
         let stdout = dir.path().join("up.log");
-        let mut s = Stack { dir, pg, url, up: None, addr, stdout };
-        s.launch(env);
-        s
+        Stack { dir, pg, url, up: None, addr, stdout }
     }
 
     pub fn data(&self) -> PathBuf {
@@ -288,7 +293,8 @@ impl Drop for Stack {
 pub fn remove_rings(data: &std::path::Path) {
     let instance = chronos_wire::instance_id(data);
     for e in std::fs::read_dir("/dev/shm").into_iter().flatten().flatten() {
-        if e.file_name().to_string_lossy().starts_with(&format!("chronos-{instance}-")) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("chronos-{instance}-")) || name == format!("chronos-clock-{instance}") {
             let _ = std::fs::remove_file(e.path());
         }
     }

@@ -7,7 +7,7 @@ use chronos_ipc::PushError;
 use chronos_wire::{EventMeta, Ingest, Reply, tag};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
-use super::readiness::not_ready;
+use super::readiness::not_serving;
 use super::{Answer, Shared};
 use crate::body::{self, BodyError, Encoding, Format};
 
@@ -39,7 +39,7 @@ pub(super) fn prepare(
     let format = Format::from_content_type(content_type)?;
     let decoded = body::decode(encoding, raw, limits)?;
     let events = body::split(format, &decoded, limits)?;
-    if let Some(reason) = not_ready(s) {
+    if let Some(reason) = not_serving(s) {
         return Ok(Prepared::Busy(format!("not ready: {reason}")));
     }
     let key = body::idempotency_key(client, &decoded);

@@ -14,7 +14,7 @@ use super::auth::identity;
 use super::budget::{kib, overloaded};
 use super::fanout::{Prepared, RINGS_FULL, prepare, room_for};
 use super::metrics::CodeLabel;
-use super::readiness::not_ready;
+use super::readiness::not_serving;
 use super::response::{answer, json_error, refuse_unread, unavailable};
 use super::{Answer, Shared};
 use crate::body::Encoding;
@@ -129,8 +129,13 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
     match tokio::time::timeout(s.settings.ack_timeout, rx).await {
         Ok(Ok(Answer::Refused(r))) => {
             // Refused after ingest accepted it (a stage, or a record that
-            // did not decode): a retry cannot fix it, so no 503.
+            // did not decode): a retry cannot fix it, so no 503, unless the
+            // refusal says it is for now.
             let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+            if code == StatusCode::SERVICE_UNAVAILABLE {
+                // Refused for now (no time quorum): retrying later can work.
+                return unavailable(s, &r.reason);
+            }
             json_error(code, &r.reason, None)
         }
         Ok(Ok(Answer::Ack(ack))) => {
@@ -149,7 +154,7 @@ async fn ingest(s: &Arc<Shared>, headers: HeaderMap, body: Body) -> Response {
                 &format!(
                     "not committed within {} s; retry the same body (it is idempotent){}",
                     s.settings.ack_timeout.as_secs(),
-                    not_ready(s).map(|r| format!(": {r}")).unwrap_or_default()
+                    not_serving(s).map(|r| format!(": {r}")).unwrap_or_default()
                 ),
             )
         }

@@ -44,7 +44,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{Semaphore, oneshot};
 
 pub use metrics::Metrics;
-pub use settings::Settings;
+pub use settings::{Settings, TimeGate};
 
 use ack::ack_loop;
 use budget::budget_kib;

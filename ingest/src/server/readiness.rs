@@ -36,8 +36,14 @@ pub(super) fn not_ready(s: &Shared) -> Option<String> {
     None
 }
 
+/// Why writes are refused now: the pipeline is not ready, or trusted
+/// time is missing under the refuse policy.
+pub(super) fn not_serving(s: &Shared) -> Option<String> {
+    not_ready(s).or_else(|| s.settings.time_gate.as_ref().and_then(|g| g.check()))
+}
+
 pub(super) async fn readyz(State(s): State<Arc<Shared>>) -> Response {
-    match not_ready(&s) {
+    match not_serving(&s) {
         None => (StatusCode::OK, "ready\n").into_response(),
         Some(reason) => unavailable(&s, &reason),
     }

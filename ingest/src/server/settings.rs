@@ -1,5 +1,6 @@
 //! The validated settings of one ingest process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chronos_wire::{RingNames, Topology};
@@ -36,4 +37,23 @@ pub struct Settings {
     /// Written (with our pid) the first time the pipeline is ready, so that
     /// `chronos up` says it is up only when requests can be committed.
     pub ready_file: Option<std::path::PathBuf>,
+    /// Why writes are refused for now for want of trusted time (no time
+    /// quorum under the refuse policy); `None` when time never refuses.
+    pub time_gate: Option<TimeGate>,
+}
+
+/// A check that says why trusted time is missing (see [`Settings::time_gate`]).
+#[derive(Clone)]
+pub struct TimeGate(pub Arc<dyn Fn() -> Option<String> + Send + Sync>);
+
+impl TimeGate {
+    pub fn check(&self) -> Option<String> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for TimeGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TimeGate")
+    }
 }

@@ -2,6 +2,7 @@
 //! refusal of damaged segments.
 #![allow(clippy::unwrap_used)]
 
+mod clock;
 mod damaged;
 mod processes;
 mod rings;

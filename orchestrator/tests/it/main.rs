@@ -290,6 +290,7 @@ impl Rig {
             checkpoint_file: self.saved(),
             epoch: 0,
             faults,
+            clock: Arc::new(chronos_time::TimeReader::host()),
         }
     }
 

@@ -6,3 +6,4 @@
 mod chrony;
 mod exchanges;
 mod liars;
+mod roughtime;

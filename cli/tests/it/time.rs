@@ -1,0 +1,160 @@
+//! Trusted time end to end: `chronos up` with three NTP sources on
+//! loopback, one of them lying by 30 s; then two of them silenced.
+
+use std::net::UdpSocket;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::pipeline::{Stack, body, wait_for};
+
+/// An NTP server on a loopback port that answers with the host clock plus
+/// `offset_ms` (a liar when not 0), or stays silent while `silent`.
+struct FakeNtp {
+    addr: String,
+    offset_ms: Arc<AtomicI64>,
+    silent: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Unix ns as an NTP timestamp (era 0).
+fn ntp_ts(unix_ns: i128) -> u64 {
+    let secs = (unix_ns.div_euclid(1_000_000_000) + 2_208_988_800) as u64;
+    let frac = ((unix_ns.rem_euclid(1_000_000_000) as u128) << 32) / 1_000_000_000;
+    (secs << 32) | frac as u64
+}
+
+impl FakeNtp {
+    fn start(offset_ms: i64) -> FakeNtp {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let addr = sock.local_addr().unwrap().to_string();
+        let (offset, silent, stop) =
+            (Arc::new(AtomicI64::new(offset_ms)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (o, q, s) = (offset.clone(), silent.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
+                if n < 48 || buf[0] & 7 != 3 || q.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i128
+                    + i128::from(o.load(Ordering::Relaxed)) * 1_000_000;
+                let mut r = [0u8; 48];
+                r[0] = 0x24; // leap 0, version 4, mode 4 (server)
+                r[1] = 2; // stratum
+                r[2] = buf[2];
+                r[3] = 0xEC; // precision 2^-20 s
+                r[4..8].copy_from_slice(&0x0000_0010u32.to_be_bytes()); // root delay ~0.24 ms
+                r[8..12].copy_from_slice(&0x0000_0010u32.to_be_bytes()); // root dispersion ~0.24 ms
+                r[12..16].copy_from_slice(b"FAKE");
+                r[16..24].copy_from_slice(&ntp_ts(now - 1_000_000_000).to_be_bytes()); // reference
+                r[24..32].copy_from_slice(&buf[40..48]); // origin = the request's transmit
+                r[32..40].copy_from_slice(&ntp_ts(now).to_be_bytes());
+                r[40..48].copy_from_slice(&ntp_ts(now).to_be_bytes());
+                let _ = sock.send_to(&r, from);
+            }
+        });
+        FakeNtp { addr, offset_ms: offset, silent, stop }
+    }
+}
+
+impl Drop for FakeNtp {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+#[test]
+fn a_lying_source_is_named_and_outvoted_and_a_lost_quorum_refuses_writes_until_it_returns() {
+    let servers = [FakeNtp::start(0), FakeNtp::start(0), FakeNtp::start(30_000)];
+    assert_eq!(servers[2].offset_ms.load(Ordering::Relaxed), 30_000);
+    let mut s = Stack::prepare();
+    let cfg = s.data().join("chronos.toml");
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let sources: Vec<toml::Value> = ["honest-a", "honest-b", "liar"]
+        .iter()
+        .zip(&servers)
+        .map(|(name, srv)| toml::Value::Table(toml::toml! { name = (*name) kind = "ntp" address = (srv.addr.clone()) }))
+        .collect();
+    let mut time = toml::toml! { policy = "refuse" min_agreeing = 2 poll_ms = 300 timeout_ms = 200 };
+    time.insert("source".into(), toml::Value::Array(sources));
+    table.insert("time".into(), toml::Value::Table(time));
+    std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+    s.launch(&[]);
+
+    // Batches carry quorum time, within the honest sources' bound, not the liar's.
+    let (b, _) = body("quorum", 5, true);
+    let r = s.post(&b, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let client = s.client();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let row = rt
+        .block_on(
+            client.query_one("SELECT time_ns, uncertainty_ns, time_source FROM batches ORDER BY seq DESC LIMIT 1", &[]),
+        )
+        .unwrap();
+    let (time, unc, source): (i64, i64, String) = (row.get(0), row.get(1), row.get(2));
+    assert!(source.starts_with("quorum:2/3:"), "{source}");
+    assert!(unc > 0 && unc < 100_000_000, "uncertainty {unc} ns: measured, and within the honest sources' bound");
+    assert!((time - now_ns()).abs() < 2_000_000_000, "batch time {time} is the honest time, not 30 s off");
+
+    // `chronos time` names the falseticker; an audit event records it.
+    let d = s.data();
+    let out = super::chronos(&["time", "--data-dir", d.to_str().unwrap(), "--database-url", &s.url, "--json"], &[]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let state = |name: &str| {
+        report["sources"].as_array().unwrap().iter().find(|x| x["name"] == name).map(|x| x["state"].clone())
+    };
+    assert_eq!(state("liar"), Some("falseticker".into()), "{report:#}");
+    assert_eq!(state("honest-a"), Some("agreeing".into()), "{report:#}");
+    let audited = rt
+        .block_on(client.query_one(
+            "SELECT count(*) FROM audit_events WHERE kind = 'time.falseticker' AND detail->>'source' = 'liar'",
+            &[],
+        ))
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(audited, 1, "one audit event for the falseticker (changes only)");
+
+    // Two sources silenced: one answer of three is no majority.
+    servers[0].silent.store(true, Ordering::Relaxed);
+    servers[1].silent.store(true, Ordering::Relaxed);
+    let refused = wait_for(
+        Duration::from_secs(20),
+        "503 no time quorum",
+        || s.log(),
+        || {
+            let r = s.post(&body("refused", 1, true).0, &[]);
+            (r.status == 503).then_some(r)
+        },
+    );
+    assert!(refused.body.contains("no time quorum"), "{}", refused.body);
+    assert!(refused.headers.contains_key("retry-after"), "{:?}", refused.headers);
+    let lost = rt
+        .block_on(client.query_one("SELECT count(*) FROM audit_events WHERE kind = 'time.no_quorum'", &[]))
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(lost, 1, "losing the quorum is an audit event");
+
+    // They return: writes are accepted again.
+    servers[0].silent.store(false, Ordering::Relaxed);
+    servers[1].silent.store(false, Ordering::Relaxed);
+    wait_for(
+        Duration::from_secs(20),
+        "accepted again",
+        || s.log(),
+        || (s.post(&body("back", 1, true).0, &[]).status == 200).then_some(()),
+    );
+    s.stop();
+    let report = s.verify();
+    assert_eq!(report["status"], "intact", "{report:#}");
+    assert!(report["summary"]["quorum_batches"].as_u64().unwrap_or(0) >= 2, "{report:#}");
+}

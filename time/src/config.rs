@@ -1,0 +1,81 @@
+//! The time settings, validated once by the composition root.
+
+use std::time::Duration;
+
+/// What ingest and the orchestrator do when configured sources have no
+/// quorum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Refuse writes: 503 "no time quorum" with Retry-After (the default).
+    Refuse,
+    /// Accept them, stamped `untrusted` with the host clock's honest
+    /// uncertainty.
+    Accept,
+}
+
+impl Policy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Refuse => "refuse",
+            Policy::Accept => "accept",
+        }
+    }
+}
+
+/// The kinds of source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An NTPv4 server (RFC 5905 client mode).
+    Ntp,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Ntp => "ntp",
+        }
+    }
+}
+
+/// One configured source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub name: String,
+    pub kind: SourceKind,
+    /// `host:port`.
+    pub address: String,
+}
+
+/// Everything the time service and the readers need.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Empty: host time (no quorum asked for, none to lose).
+    pub sources: Vec<Source>,
+    pub min_agreeing: usize,
+    pub max_distance: Duration,
+    pub max_drift_ppm: u64,
+    pub poll: Duration,
+    /// How long one source has to answer in a round.
+    pub timeout: Duration,
+    pub policy: Policy,
+    /// The clock page's name (`chronos_ipc::clock`).
+    pub page: String,
+}
+
+impl Settings {
+    /// How long after a round its agreement may still be served: three
+    /// polls (the service publishes every poll, so this only runs out
+    /// when the service is not running).
+    pub fn holdover(&self) -> Duration {
+        3 * self.poll + self.timeout
+    }
+
+    /// The selection's rules.
+    pub fn rules(&self) -> chronos_quorum::Rules {
+        chronos_quorum::Rules {
+            configured: self.sources.len(),
+            min_agreeing: self.min_agreeing,
+            max_distance_ns: self.max_distance.as_nanos() as u64,
+        }
+    }
+}
