@@ -70,22 +70,27 @@ fn now_ns() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
 }
 
+/// Writes `[time]` with `servers` as sources (honest-a, honest-b, liar).
+fn configure(s: &Stack, servers: &[FakeNtp], policy: &str) {
+    let cfg = s.data().join("chronos.toml");
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let sources: Vec<toml::Value> = ["honest-a", "honest-b", "liar"]
+        .iter()
+        .zip(servers)
+        .map(|(name, srv)| toml::Value::Table(toml::toml! { name = (*name) kind = "ntp" address = (srv.addr.clone()) }))
+        .collect();
+    let mut time = toml::toml! { policy = (policy) min_agreeing = 2 poll_ms = 300 timeout_ms = 200 };
+    time.insert("source".into(), toml::Value::Array(sources));
+    table.insert("time".into(), toml::Value::Table(time));
+    std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+}
+
 #[test]
 fn a_lying_source_is_named_and_outvoted_and_a_lost_quorum_refuses_writes_until_it_returns() {
     let servers = [FakeNtp::start(0), FakeNtp::start(0), FakeNtp::start(30_000)];
     assert_eq!(servers[2].offset_ms.load(Ordering::Relaxed), 30_000);
     let mut s = Stack::prepare();
-    let cfg = s.data().join("chronos.toml");
-    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
-    let sources: Vec<toml::Value> = ["honest-a", "honest-b", "liar"]
-        .iter()
-        .zip(&servers)
-        .map(|(name, srv)| toml::Value::Table(toml::toml! { name = (*name) kind = "ntp" address = (srv.addr.clone()) }))
-        .collect();
-    let mut time = toml::toml! { policy = "refuse" min_agreeing = 2 poll_ms = 300 timeout_ms = 200 };
-    time.insert("source".into(), toml::Value::Array(sources));
-    table.insert("time".into(), toml::Value::Table(time));
-    std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+    configure(&s, &servers, "refuse");
     s.launch(&[]);
 
     // Batches carry quorum time, within the honest sources' bound, not the liar's.
@@ -157,4 +162,55 @@ fn a_lying_source_is_named_and_outvoted_and_a_lost_quorum_refuses_writes_until_i
     let report = s.verify();
     assert_eq!(report["status"], "intact", "{report:#}");
     assert!(report["summary"]["quorum_batches"].as_u64().unwrap_or(0) >= 2, "{report:#}");
+}
+
+#[test]
+fn under_the_accept_policy_batches_without_quorum_are_marked_untrusted_and_altered_evidence_is_caught() {
+    let servers = [FakeNtp::start(0), FakeNtp::start(0), FakeNtp::start(30_000)];
+    let mut s = Stack::prepare();
+    configure(&s, &servers, "accept");
+    s.launch(&[]);
+    assert_eq!(s.post(&body("quorum", 3, true).0, &[]).status, 200);
+    servers[0].silent.store(true, Ordering::Relaxed);
+    servers[1].silent.store(true, Ordering::Relaxed);
+    let client = s.client();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // Accepted all along, stamped `untrusted` once the quorum is gone.
+    let mut attempt = 0;
+    wait_for(
+        Duration::from_secs(20),
+        "a batch stamped untrusted",
+        || s.log(),
+        || {
+            // A new body each time: the same one again would be answered as a duplicate.
+            attempt += 1;
+            let r = s.post(&body(&format!("untrusted-{attempt}"), 1, true).0, &[]);
+            assert_eq!(r.status, 200, "the accept policy never refuses: {}", r.body);
+            let source: String = rt
+                .block_on(client.query_one("SELECT time_source FROM batches ORDER BY seq DESC LIMIT 1", &[]))
+                .unwrap()
+                .get(0);
+            (source == "untrusted").then_some(())
+        },
+    );
+    let unc: i64 = rt
+        .block_on(client.query_one("SELECT uncertainty_ns FROM batches ORDER BY seq DESC LIMIT 1", &[]))
+        .unwrap()
+        .get(0);
+    assert!(unc > 0, "an untrusted stamp carries the host clock's honest uncertainty, not 0");
+    s.stop();
+    let report = s.verify();
+    assert_eq!(report["status"], "intact", "{report:#}");
+    assert!(report["summary"]["quorum_batches"].as_u64().unwrap() >= 1, "{report:#}");
+
+    // The evidence a quorum batch names, altered: verify says so.
+    rt.block_on(client.execute(
+        "UPDATE time_rounds SET evidence = replace(evidence, '\"falseticker\"', '\"agreeing\"') \
+         WHERE digest IN (SELECT digest FROM time_rounds WHERE evidence LIKE '%falseticker%')",
+        &[],
+    ))
+    .unwrap();
+    let report = s.verify();
+    assert_eq!(report["status"], "tampered", "{report:#}");
+    assert_eq!(report["first"]["kind"], "time_unproven", "{report:#}");
 }
