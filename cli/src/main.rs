@@ -128,6 +128,11 @@ enum Command {
         /// Also write the event's exact bytes here, for `verify-proof --event`.
         #[arg(long, value_name = "FILE")]
         event_out: Option<PathBuf>,
+        /// Also write a proof of when the event was logged here (chronos/time-proof@v1: the
+        /// signed checkpoints just before and just after it, with their trusted times);
+        /// `verify-proof` prints the interval.
+        #[arg(long, value_name = "FILE")]
+        time_out: Option<PathBuf>,
     },
     /// Check a proof file offline, with only the log's verifier key. Exit 0 valid, 1 invalid.
     VerifyProof {
@@ -227,7 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return verify::verify(&source, key.as_deref(), from_checkpoint.as_deref(), json);
         }
         Command::Checkpoint { source, key } => return verify::checkpoint(&source, key.as_deref()),
-        Command::Prove { source, leaf, event_hash, key, out, event_out } => {
+        Command::Prove { source, leaf, event_hash, key, out, event_out, time_out } => {
             let leaf = match (leaf, event_hash) {
                 (Some(i), _) => prove::Leaf::Index(i),
                 (None, Some(h)) => prove::Leaf::Hash(
@@ -235,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ),
                 (None, None) => anyhow::bail!("give --leaf N or --event-hash HEX"),
             };
-            prove::prove(&source, key.as_deref(), leaf, out.as_deref(), event_out.as_deref())?;
+            prove::prove(&source, key.as_deref(), leaf, out.as_deref(), event_out.as_deref(), time_out.as_deref())?;
         }
         Command::VerifyProof { file, key, event } => prove::verify_proof(&file, &key, event.as_deref())?,
         Command::Consistency { source, old, new, key } => prove::consistency(&source, key.as_deref(), &old, &new)?,

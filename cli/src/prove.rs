@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use chronos_ledger::tree::{self, NodeId};
-use chronos_ledger::{Checkpoint, Hash, HashAlg, NoteVerifier, ProofFile, TreeHasher};
+use chronos_ledger::{Checkpoint, Hash, HashAlg, NoteVerifier, ProofFile, TimeProof, TreeHasher};
 
 use crate::database::{self, Source};
 use crate::verify::{TAMPERED, stored_key};
@@ -72,10 +72,11 @@ pub fn prove(
     leaf: Leaf,
     out: Option<&Path>,
     event_out: Option<&Path>,
+    time_out: Option<&Path>,
 ) -> anyhow::Result<()> {
     let db = source.open()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (proof, event, tiles) = rt.block_on(async {
+    let (proof, event, tiles, timed) = rt.block_on(async {
         let log = open_log(&db.url, key).await?;
         let (cp, note) = newest_checkpoint(&log).await?;
         let index = match leaf {
@@ -121,7 +122,11 @@ pub fn prove(
         proof
             .verify(&log.trusted, database::hash_key()?.as_ref(), event.as_deref())
             .map_err(|e| Tampered(format!("the proof built from the stored tiles does not verify ({e}); run `chronos verify`")))?;
-        anyhow::Ok((proof, event, set.tiles_fetched()))
+        let timed = match time_out {
+            Some(_) => Some(time_proof(&log, index, leaf_hash, event.as_deref()).await?),
+            None => None,
+        };
+        anyhow::Ok((proof, event, set.tiles_fetched(), timed))
     })?;
     drop(db);
     let text = proof.encode()?;
@@ -129,6 +134,10 @@ pub fn prove(
         Some(p) => std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?,
         #[allow(clippy::print_stdout)] // the command's output
         None => print!("{text}"),
+    }
+    if let (Some(p), Some((tp, proven))) = (time_out, &timed) {
+        std::fs::write(p, tp.encode()?).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("chronos: time proof of leaf {} written to {}: {}", proof.index, p.display(), describe(proven));
     }
     if let Some(p) = event_out {
         let ev = event.with_context(|| format!("leaf {} has no row in logs (is it being rebuilt?)", proof.index))?;
@@ -142,11 +151,103 @@ pub fn prove(
     Ok(())
 }
 
+/// A checkpoint note of the log that `clause` selects, verified.
+async fn checkpoint_where(log: &Log, clause: &str, index: u64) -> anyhow::Result<Option<(Checkpoint, String)>> {
+    let row = log
+        .client
+        .query_opt(&format!("SELECT note FROM checkpoints WHERE {clause} LIMIT 1"), &[&i64::try_from(index)?])
+        .await
+        .context("reading checkpoints")?;
+    let Some(row) = row else { return Ok(None) };
+    let note: String = row.get(0);
+    let (cp, _) = Checkpoint::open(note.as_bytes(), &log.trusted)
+        .map_err(|e| Tampered(format!("a stored checkpoint does not verify with {}: {e}", log.trusted)))?;
+    Ok(Some((cp, note)))
+}
+
+/// The time proof of leaf `index` (see `chronos_ledger::time_proof`),
+/// checked before it is handed out.
+async fn time_proof(
+    log: &Log,
+    index: u64,
+    leaf: &Hash,
+    event: Option<&[u8]>,
+) -> anyhow::Result<(TimeProof, chronos_ledger::ProvenTime)> {
+    let (after, after_note) = checkpoint_where(log, "tree_size > $1 ORDER BY tree_size, id", index)
+        .await?
+        .with_context(|| format!("no signed checkpoint covers leaf {index} yet"))?;
+    let nodes = |ids: Vec<NodeId>| async move {
+        let set = chronos_vault::tiles::fetch(&log.client, &log.hasher, &ids).await?;
+        let hashes = tree::NodeSource::nodes(&set, &ids).map_err(|e| Tampered(format!("the tiles table: {e}")))?;
+        anyhow::Ok(hashes)
+    };
+    let plan = tree::inclusion_plan(index, after.size)?;
+    let path = plan.assemble(&log.hasher, &nodes(plan.node_ids().to_vec()).await?)?;
+    let inclusion = ProofFile { extra: Some(leaf.0.to_vec()), index, path, checkpoint: after_note };
+    let before = match checkpoint_where(log, "tree_size <= $1 ORDER BY tree_size DESC, id DESC", index).await? {
+        None => None,
+        Some((cp, note)) => {
+            let plan = tree::consistency_plan(cp.size, after.size)?;
+            let proof = plan.assemble(&log.hasher, &nodes(plan.node_ids().to_vec()).await?)?;
+            Some((note, proof))
+        }
+    };
+    let tp = TimeProof { before, inclusion };
+    let proven = tp
+        .verify(&log.trusted, database::hash_key()?.as_ref(), event)
+        .map_err(|e| Tampered(format!("the time proof built from the stored checkpoints does not verify ({e})")))?;
+    Ok((tp, proven))
+}
+
+/// A proven time interval in words.
+fn describe(p: &chronos_ledger::ProvenTime) -> String {
+    let after = &p.inclusion.checkpoint;
+    let upper = format!(
+        "before {} (the checkpoint of size {} signed at {} ± {} ns by time source {})",
+        rfc3339(p.latest_ns),
+        after.size,
+        rfc3339(after.time.time.0),
+        after.time.uncertainty_ns,
+        after.time.source
+    );
+    match (&p.before, p.earliest_ns) {
+        (Some(b), Some(e)) => format!(
+            "logged between {} and {}: after {} (the checkpoint of size {} signed at {} ± {} ns by time source {}), {upper}",
+            rfc3339(e),
+            rfc3339(p.latest_ns),
+            rfc3339(e),
+            b.size,
+            rfc3339(b.time.time.0),
+            b.time.uncertainty_ns,
+            b.time.source
+        ),
+        _ => format!("logged {upper}; no earlier checkpoint bounds it from below (it is in the log's first one)"),
+    }
+}
+
 /// `chronos verify-proof`: offline.
 pub fn verify_proof(file: &Path, key: &str, event: Option<&Path>) -> anyhow::Result<()> {
     let trusted = database::read_key(key)?;
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let event = event.map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()?;
+    if TimeProof::is_time_proof(&bytes) {
+        let tp = TimeProof::parse(&bytes).map_err(|e| Tampered(format!("{}: {e}", file.display())))?;
+        let proven = tp
+            .verify(&trusted, database::hash_key()?.as_ref(), event.as_deref())
+            .map_err(|e| Tampered(format!("{}: {e}", file.display())))?;
+        #[allow(clippy::print_stdout)] // the command's output
+        {
+            println!(
+                "OK: leaf {} (hash {}) of {} was {}{}",
+                proven.inclusion.index,
+                proven.inclusion.leaf,
+                proven.inclusion.checkpoint.origin,
+                describe(&proven),
+                if event.is_some() { "; the event's bytes are that leaf" } else { "" }
+            );
+        }
+        return Ok(());
+    }
     let proof = ProofFile::parse(&bytes).map_err(|e| Tampered(format!("{}: {e}", file.display())))?;
     // A keyed log's proof cannot be checked without its key: that is "could
     // not check" (2), not "invalid" (1).

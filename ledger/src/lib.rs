@@ -24,6 +24,7 @@ pub mod note;
 pub mod payload;
 pub mod proof;
 pub mod spec;
+pub mod time_proof;
 pub mod tree;
 
 pub use chain::{BatchHeader, ChainHead, TimeNs, TimeSource, TrustedTime};
@@ -32,4 +33,5 @@ pub use error::{ChainError, FormatError, KeyError, RangeError, VerifyError};
 pub use hash::{Hash, HashAlg, HashKey, TreeHasher};
 pub use note::{Note, NoteSigner, NoteVerifier};
 pub use proof::ProofFile;
+pub use time_proof::{ProvenTime, TimeProof};
 pub use tree::{CompactRange, MemTree, NodeId, NodeSource, Span};

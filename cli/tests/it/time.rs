@@ -152,16 +152,47 @@ fn a_lying_source_is_named_and_outvoted_and_a_lost_quorum_refuses_writes_until_i
     // They return: writes are accepted again.
     servers[0].silent.store(false, Ordering::Relaxed);
     servers[1].silent.store(false, Ordering::Relaxed);
-    wait_for(
+    let sent_at = now_ns();
+    let back = wait_for(
         Duration::from_secs(20),
         "accepted again",
         || s.log(),
-        || (s.post(&body("back", 1, true).0, &[]).status == 200).then_some(()),
+        || {
+            let r = s.post(&body("back", 1, true).0, &[]);
+            (r.status == 200).then_some(r)
+        },
     );
+    let leaf = super::pipeline::json_u64(&back.body, "first_leaf");
     s.stop();
     let report = s.verify();
     assert_eq!(report["status"], "intact", "{report:#}");
     assert!(report["summary"]["quorum_batches"].as_u64().unwrap_or(0) >= 2, "{report:#}");
+
+    // When the last event was logged, proven offline from two signed checkpoints.
+    let proof = s.dir.path().join("event.time-proof");
+    let vkey = std::fs::read_to_string(d.join("log.vkey")).unwrap();
+    let leaf_arg = leaf.to_string();
+    let args = ["prove", "--database-url", &s.url, "--key", vkey.trim(), "--leaf", &leaf_arg, "-o", "/dev/null"];
+    let out = super::chronos(&[&args[..], &["--time-out", proof.to_str().unwrap()]].concat(), &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = super::chronos(&["verify-proof", proof.to_str().unwrap(), "--key", vkey.trim()], &[]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && said.contains("logged between"), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("time source quorum:2/3:"), "the checkpoints carry quorum time: {said}");
+    let tp = chronos_ledger::TimeProof::parse(&std::fs::read(&proof).unwrap()).unwrap();
+    let verifier = chronos_ledger::NoteVerifier::parse(vkey.trim()).unwrap();
+    let proven = tp.verify(&verifier, None, None).unwrap();
+    let (earliest, latest) = (proven.earliest_ns.unwrap() as i64, proven.latest_ns as i64);
+    assert!(earliest <= sent_at + 1_000_000_000 && latest >= sent_at, "[{earliest}, {latest}] vs sent at {sent_at}");
+    assert!(latest - earliest < 60_000_000_000, "a useful bound: [{earliest}, {latest}]");
+    // Another leaf's place, or an altered earlier checkpoint: refused.
+    let mut moved = tp.clone();
+    moved.inclusion.index = 0;
+    assert!(moved.verify(&verifier, None, None).is_err(), "leaf 0 is not at the proven place");
+    let text = std::fs::read_to_string(&proof).unwrap().replacen("before ", "before AAAA", 1);
+    std::fs::write(&proof, text).unwrap();
+    let out = super::chronos(&["verify-proof", proof.to_str().unwrap(), "--key", vkey.trim()], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
