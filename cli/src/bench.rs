@@ -72,6 +72,54 @@ pub struct Args {
     /// Write the Markdown report to this file too.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Where batches get their time: `host` (the kernel clock), `quorum` (three NTP servers on
+    /// loopback ports answering with this host's clock, polled every second by the time
+    /// service). A list measures the first fully, then the max-load phase of each other at the
+    /// same load, and compares them.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "host")]
+    pub time: Vec<TimeArg>,
+}
+
+/// `--time` of `bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeArg {
+    Host,
+    Quorum,
+}
+
+impl TimeArg {
+    fn name(self) -> &'static str {
+        match self {
+            TimeArg::Host => "host clock",
+            TimeArg::Quorum => "quorum time (3 loopback NTP sources)",
+        }
+    }
+}
+
+/// Writes `[time]` for `mode` into the log's configuration.
+fn configure_time(data_dir: &Path, mode: TimeArg, sources: &[crate::loopback_ntp::LoopbackNtp]) -> anyhow::Result<()> {
+    let path = data_dir.join(crate::config::CONFIG_FILE);
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)?;
+    let mut time = toml::Table::new();
+    if mode == TimeArg::Quorum {
+        time.insert("min_agreeing".into(), toml::Value::Integer(3));
+        time.insert("poll_ms".into(), toml::Value::Integer(1_000));
+        let list = sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut t = toml::Table::new();
+                t.insert("name".into(), toml::Value::String(format!("loopback-{i}")));
+                t.insert("kind".into(), toml::Value::String("ntp".into()));
+                t.insert("address".into(), toml::Value::String(s.addr.clone()));
+                toml::Value::Table(t)
+            })
+            .collect();
+        time.insert("source".into(), toml::Value::Array(list));
+    }
+    table.insert("time".into(), toml::Value::Table(time));
+    std::fs::write(&path, toml::to_string(&table)?)?;
+    Ok(())
 }
 
 impl Args {
@@ -257,6 +305,38 @@ fn machine() -> String {
     format!("{model}, {cores} cores, {mem_gib:.0} GiB, {os}, Linux {kernel}")
 }
 
+/// The options of a comparison run: the first run's baseline topology and
+/// the connections it found, max-load phase only worth reading.
+fn comparison_options(o: &chronos_bench::Options, first: &chronos_bench::Results) -> chronos_bench::Options {
+    let mut o = o.clone();
+    o.hashers = vec![first.max.hashers];
+    o.ingests = vec![first.max.ingests];
+    o.batch = vec![first.max.shape.batch];
+    o.connections = vec![first.max.shape.connections];
+    o.search = false;
+    o
+}
+
+/// The report's section comparing where time came from.
+fn time_comparison(runs: &[(TimeArg, chronos_bench::Results)]) -> String {
+    let base = runs[0].1.max.run.events_per_sec().max(1e-9);
+    let mut out = String::from(
+        "\n## Trusted time: where batches get their time\n\n\
+         The max-load phase of each, same topology and load, in this run:\n\n\
+         | time | logs/s | vs first | p99 latency |\n|---|---|---|---|\n",
+    );
+    for (mode, r) in runs {
+        let rate = r.max.run.events_per_sec();
+        out.push_str(&format!(
+            "| {} | {rate:.0} | {:.3} | {:.1} ms |\n",
+            mode.name(),
+            rate / base,
+            r.max.run.latency(99.0).as_secs_f64() * 1e3
+        ));
+    }
+    out
+}
+
 fn today() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     chronos_bench::events::rfc3339(secs * 1_000_000_000)[..10].to_owned()
@@ -295,15 +375,41 @@ fn run(args: &Args, data_dir: &Path) -> anyhow::Result<()> {
     };
     eprintln!("chronos bench: log in {}, chronos up writes to {}", data_dir.display(), launcher.log.display());
     let say = |s: &str| eprintln!("chronos bench: {s}");
-    let results = chronos_bench::run(&mut launcher, &options, &say)?;
-    let command = std::iter::once("chronos".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let cx = chronos_bench::report::Context {
-        command,
-        machine: machine(),
-        date: today(),
-        hash: settings.hash.name().to_owned(),
+    let mut modes = args.time.clone();
+    modes.dedup();
+    let sources = if modes.contains(&TimeArg::Quorum) {
+        (0..3).map(|_| crate::loopback_ntp::LoopbackNtp::start()).collect::<Result<Vec<_>, _>>()?
+    } else {
+        Vec::new()
     };
-    let md = chronos_bench::report::markdown(&results, &cx);
+    let mut compared = Vec::new();
+    let mut md = String::new();
+    for (i, &mode) in modes.iter().enumerate() {
+        configure_time(data_dir, mode, &sources)?;
+        say(&format!("time: {}", mode.name()));
+        let opts = match compared.first() {
+            None => options.clone(),
+            // The others at the first one's maximum load, baseline only.
+            Some((_, first)) => comparison_options(&options, first),
+        };
+        let results = chronos_bench::run(&mut launcher, &opts, &say)?;
+        if i == 0 {
+            let command =
+                std::iter::once("chronos".to_owned()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
+            let cx = chronos_bench::report::Context {
+                command,
+                machine: machine(),
+                date: today(),
+                hash: settings.hash.name().to_owned(),
+            };
+            md = chronos_bench::report::markdown(&results, &cx);
+            md.push_str(&format!("\nBatches were stamped with the {}.\n", mode.name()));
+        }
+        compared.push((mode, results));
+    }
+    if compared.len() > 1 {
+        md.push_str(&time_comparison(&compared));
+    }
     #[allow(clippy::print_stdout)] // the command's output
     {
         print!("{md}");

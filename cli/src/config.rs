@@ -192,7 +192,10 @@ pub struct TimeConfig {
     pub poll_ms: u64,
     /// How long a source has to answer in a round.
     pub timeout_ms: u64,
-    /// `[[time.source]]` tables: `name`, `kind` (`ntp`), `address` (`host:port`).
+    /// `[[time.source]]` tables: `name`, `kind` (`ntp` or `roughtime`), `address`
+    /// (`host:port`); a Roughtime source also has `key` (its long-term Ed25519 public
+    /// key, base64) and may set `version` (`ietf`, the default: the IETF draft's
+    /// and RFC's versions offered; or `google`).
     #[serde(rename = "source", skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<TimeSourceConfig>,
 }
@@ -202,7 +205,7 @@ impl Default for TimeConfig {
         TimeConfig {
             policy: "refuse".into(),
             min_agreeing: 3,
-            max_distance_ms: 1_000,
+            max_distance_ms: 3_000,
             max_drift_ppm: 100,
             poll_ms: 16_000,
             timeout_ms: 1_000,
@@ -218,6 +221,10 @@ pub struct TimeSourceConfig {
     pub name: String,
     pub kind: String,
     pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 impl TimeConfig {
@@ -246,8 +253,34 @@ impl TimeConfig {
                 s.name
             );
             let kind = match s.kind.as_str() {
-                "ntp" => chronos_time::SourceKind::Ntp,
-                other => bail!("{at}.kind: {other:?} is not a kind of source this version polls (ntp)"),
+                "ntp" => {
+                    anyhow::ensure!(
+                        s.key.is_none() && s.version.is_none(),
+                        "{at}: `key` and `version` are for roughtime sources"
+                    );
+                    chronos_time::SourceKind::Ntp
+                }
+                "roughtime" => {
+                    use base64::Engine as _;
+                    use chronos_quorum::roughtime::Version;
+                    let key = s.key.as_deref().with_context(|| {
+                        format!("{at}.key: a roughtime source needs its long-term public key (base64)")
+                    })?;
+                    let key: [u8; 32] = base64::engine::general_purpose::STANDARD
+                        .decode(key.trim())
+                        .ok()
+                        .and_then(|k| k.try_into().ok())
+                        .with_context(|| {
+                            format!("{at}.key: {key:?} is not the base64 of a 32-byte Ed25519 public key")
+                        })?;
+                    let versions = match s.version.as_deref().unwrap_or("ietf") {
+                        "ietf" => vec![Version::IetfDraft, Version::Rfc],
+                        "google" => vec![Version::Google],
+                        other => bail!("{at}.version: {other:?} is not ietf or google"),
+                    };
+                    chronos_time::SourceKind::Roughtime { key, versions }
+                }
+                other => bail!("{at}.kind: {other:?} is not ntp or roughtime"),
             };
             let port = s.address.rsplit_once(':').and_then(|(host, p)| (!host.is_empty()).then_some(p));
             anyhow::ensure!(

@@ -19,6 +19,7 @@ mod database;
 mod embedded;
 mod init;
 mod lock;
+mod loopback_ntp;
 mod prove;
 mod rings;
 mod services;

@@ -82,6 +82,7 @@ pub fn time(source: &Source, json_out: bool) -> anyhow::Result<ExitCode> {
         })),
         "round": last.as_ref().map(|(e, age)| json!({
             "round": e.round, "age_s": age, "configured": e.configured,
+            "malfeasance_report": e.malfeasance.is_some(),
             "required": e.rules().required(),
             "agreed": e.agreed.map(|a| json!({ "earliest_ns": a.earliest, "latest_ns": a.latest })),
         })),

@@ -33,6 +33,10 @@ pub struct Evidence {
     pub sources: Vec<SourceRecord>,
     /// The agreed interval, if the sources agreed.
     pub agreed: Option<Interval>,
+    /// A Roughtime malfeasance report (its JSON, draft-ietf-ntp-roughtime
+    /// §8.4), when two chained answers of the round contradict their order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub malfeasance: Option<String>,
 }
 
 /// What one source gave in a round.
@@ -228,6 +232,7 @@ mod tests {
                 src("c", measured(5_000, 5_100, VerdictRecord::Falseticker)),
             ],
             agreed: Some(Interval { earliest: 150, latest: 200 }),
+            malfeasance: None,
         }
     }
 

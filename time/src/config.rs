@@ -23,16 +23,20 @@ impl Policy {
 }
 
 /// The kinds of source.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SourceKind {
     /// An NTPv4 server (RFC 5905 client mode).
     Ntp,
+    /// A Roughtime server: its long-term public key (pinned), and the
+    /// protocol versions to offer (Google's alone, or the IETF ones).
+    Roughtime { key: [u8; 32], versions: Vec<chronos_quorum::roughtime::Version> },
 }
 
 impl SourceKind {
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
             SourceKind::Ntp => "ntp",
+            SourceKind::Roughtime { .. } => "roughtime",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Trusted time for Chronos, the side that does I/O.
 //!
 //! * [`service`]: the time service process. Each poll it asks every
-//!   configured source (NTP servers today) for the time, carries their
+//!   configured source (NTP servers at once, Roughtime servers one after
+//!   the other with chained nonces) for the time, carries their
 //!   intervals to one instant, selects with `chronos-quorum`'s rules,
 //!   stores the round's evidence and the clock's floor in PostgreSQL, and
 //!   only then publishes the agreement on the shared clock page
@@ -21,6 +22,7 @@ pub mod config;
 pub mod metrics;
 mod ntp_client;
 pub mod reader;
+mod roughtime_client;
 mod round;
 pub mod service;
 mod store;

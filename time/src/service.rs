@@ -181,6 +181,7 @@ pub(crate) fn verdict_name(v: VerdictRecord) -> &'static str {
 struct Remembered {
     synchronized: Option<bool>,
     falsetickers: BTreeSet<String>,
+    malfeasance: bool,
 }
 
 impl Remembered {
@@ -216,6 +217,16 @@ impl Remembered {
             }
         }
         self.falsetickers = now;
+        // A Roughtime server caught contradicting an earlier answer: the
+        // report is in the round's evidence; audited when it first appears.
+        let caught = f.evidence.malfeasance.is_some();
+        if caught && !self.malfeasance {
+            events.push((
+                "time.malfeasance",
+                serde_json::json!({ "round": f.evidence.round, "report": f.evidence.malfeasance }),
+            ));
+        }
+        self.malfeasance = caught;
         for (kind, detail) in events {
             tracing::warn!(kind, %detail, "time");
             if let Err(e) = db.audit(kind, &detail).await {

@@ -245,3 +245,134 @@ fn under_the_accept_policy_batches_without_quorum_are_marked_untrusted_and_alter
     assert_eq!(report["status"], "tampered", "{report:#}");
     assert_eq!(report["first"]["kind"], "time_unproven", "{report:#}");
 }
+
+/// A Roughtime server from roughenough (installed by `.ci/run`), stopped
+/// when dropped (with its seed file, kept until then).
+struct Roughenough(std::process::Child, #[allow(dead_code)] Option<tempfile::NamedTempFile>);
+
+impl Drop for Roughenough {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn binary(path: &str, install: &str) -> &'static str {
+    assert!(std::path::Path::new(path).exists(), "{path} is missing: install it with `{install}` (.ci/run does)");
+    path.to_owned().leak()
+}
+
+/// roughenough 1.3 (Google's protocol and the IETF draft), key from `seed`.
+fn roughenough_1(seed: [u8; 32], port: u16) -> Roughenough {
+    let bin = binary(
+        "/usr/local/bin/roughenough-server",
+        "cargo install roughenough --version 1.3.0-draft14 --locked --root /usr/local",
+    );
+    let child = std::process::Command::new(bin)
+        .arg("ENV")
+        .env("ROUGHENOUGH_INTERFACE", "127.0.0.1")
+        .env("ROUGHENOUGH_PORT", port.to_string())
+        .env("ROUGHENOUGH_SEED", hex::encode(seed))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Roughenough(child, None)
+}
+
+/// roughenough-server 2.2 (RFC version 1), its clock `offset_s` off.
+fn roughenough_2(seed: [u8; 32], port: u16, offset_s: i32) -> Roughenough {
+    let bin = binary(
+        "/usr/local/bin/roughenough_server",
+        "cargo install roughenough-server --version 2.2.0 --locked --root /usr/local",
+    );
+    let seed_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(seed_file.path(), format!("seed://{}", hex::encode(seed))).unwrap();
+    let child = std::process::Command::new(bin)
+        .args(["--interface", "127.0.0.1", "--num-threads", "1", "--port", &port.to_string()])
+        .arg(format!("--fixed-offset={offset_s}"))
+        .arg("--seed-file")
+        .arg(seed_file.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    Roughenough(child, Some(seed_file))
+}
+
+#[test]
+fn roughenough_servers_are_sources_and_one_set_back_is_caught_with_a_malfeasance_report() {
+    use base64::Engine as _;
+    let public = |seed: [u8; 32]| ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+    let (seed_1, seed_2, seed_liar) = ([0x11; 32], [0x22; 32], [0x33; 32]);
+    let (port_1, port_2, port_liar) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let _servers =
+        [roughenough_1(seed_1, port_1), roughenough_2(seed_2, port_2, 0), roughenough_2(seed_liar, port_liar, -600)];
+    let ntp = FakeNtp::start(0);
+    let mut s = Stack::prepare();
+    let cfg = s.data().join("chronos.toml");
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let rt_source = |name: &str, port: u16, seed: [u8; 32]| {
+        let key = base64::engine::general_purpose::STANDARD.encode(public(seed));
+        toml::Value::Table(toml::toml! {
+            name = (name) kind = "roughtime" address = (format!("127.0.0.1:{port}")) key = (key)
+        })
+    };
+    let sources = vec![
+        toml::Value::Table(toml::toml! { name = "ntp" kind = "ntp" address = (ntp.addr.clone()) }),
+        rt_source("roughenough-1", port_1, seed_1),
+        rt_source("roughenough-2", port_2, seed_2),
+        // Last in the chain: its answer, ten minutes behind, contradicts the earlier ones.
+        rt_source("set-back", port_liar, seed_liar),
+    ];
+    // Roughtime answers carry radii of seconds: above the 3 s default distance.
+    let mut time = toml::toml! { min_agreeing = 3 poll_ms = 300 timeout_ms = 250 max_distance_ms = 15_000 };
+    time.insert("source".into(), toml::Value::Array(sources));
+    table.insert("time".into(), toml::Value::Table(time));
+    std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+    s.launch(&[]);
+
+    let r = s.post(&body("roughtime", 2, true).0, &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let client = s.client();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (time, source): (i64, String) = rt
+        .block_on(client.query_one("SELECT time_ns, time_source FROM batches ORDER BY seq DESC LIMIT 1", &[]))
+        .map(|r| (r.get(0), r.get(1)))
+        .unwrap();
+    assert!(source.starts_with("quorum:3/4:"), "{source}");
+    assert!((time - now_ns()).abs() < 5_000_000_000, "batch time {time} is the honest time");
+
+    let d = s.data();
+    let out = super::chronos(&["time", "--data-dir", d.to_str().unwrap(), "--database-url", &s.url, "--json"], &[]);
+    let report: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let state = |name: &str| {
+        report["sources"].as_array().unwrap().iter().find(|x| x["name"] == name).map(|x| x["state"].clone())
+    };
+    for honest in ["ntp", "roughenough-1", "roughenough-2"] {
+        assert_eq!(state(honest), Some("agreeing".into()), "{report:#}");
+    }
+    assert_eq!(state("set-back"), Some("falseticker".into()), "{report:#}");
+    assert_eq!(report["round"]["malfeasance_report"], true, "{report:#}");
+
+    // The malfeasance report, kept in the audit trail, convinces a third
+    // party holding the servers' public keys.
+    let text: String = rt
+        .block_on(client.query_one(
+            "SELECT detail->>'report' FROM audit_events WHERE kind = 'time.malfeasance' ORDER BY id LIMIT 1",
+            &[],
+        ))
+        .unwrap()
+        .get(0);
+    let report = chronos_quorum::roughtime::MalfeasanceReport::from_json(&text).unwrap();
+    let keys = [public(seed_1), public(seed_2), public(seed_liar)];
+    let contradiction = chronos_quorum::roughtime::check_report(&report, &keys).unwrap();
+    assert_eq!(contradiction.later_key, public(seed_liar), "{contradiction:?}");
+    s.stop();
+    assert_eq!(s.verify()["status"], "intact");
+}
