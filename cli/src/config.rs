@@ -260,7 +260,7 @@ impl TimeConfig {
                     );
                     chronos_time::SourceKind::Ntp
                 }
-                "roughtime" => {
+                "roughtime" | "peer" => {
                     use base64::Engine as _;
                     use chronos_quorum::roughtime::Version;
                     let key = s.key.as_deref().with_context(|| {
@@ -278,9 +278,13 @@ impl TimeConfig {
                         "google" => vec![Version::Google],
                         other => bail!("{at}.version: {other:?} is not ietf or google"),
                     };
-                    chronos_time::SourceKind::Roughtime { key, versions }
+                    if s.kind == "peer" {
+                        chronos_time::SourceKind::Peer { key, versions }
+                    } else {
+                        chronos_time::SourceKind::Roughtime { key, versions }
+                    }
                 }
-                other => bail!("{at}.kind: {other:?} is not ntp or roughtime"),
+                other => bail!("{at}.kind: {other:?} is not ntp, roughtime or peer"),
             };
             let port = s.address.rsplit_once(':').and_then(|(host, p)| (!host.is_empty()).then_some(p));
             anyhow::ensure!(
@@ -290,10 +294,12 @@ impl TimeConfig {
             );
             sources.push(chronos_time::Source { name: s.name.clone(), kind, address: s.address.clone() });
         }
-        if n > 0 {
+        let external = self.sources.iter().filter(|s| s.kind != "peer").count() as u64;
+        if external > 0 {
             anyhow::ensure!(
-                (1..=n as u64).contains(&self.min_agreeing),
-                "time.min_agreeing: {} is not in 1..={n} (the sources configured): no quorum could ever be reached",
+                (1..=external).contains(&self.min_agreeing),
+                "time.min_agreeing: {} is not in 1..={external} (the ntp and roughtime sources configured): \
+                 no quorum could ever be reached",
                 self.min_agreeing
             );
         }

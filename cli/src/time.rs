@@ -84,6 +84,7 @@ pub fn time(source: &Source, json_out: bool) -> anyhow::Result<ExitCode> {
             "round": e.round, "age_s": age, "configured": e.configured,
             "malfeasance_report": e.malfeasance.is_some(),
             "required": e.rules().required(),
+            "peers_required": (e.peer_rules().configured > 0).then(|| e.peer_rules().required()),
             "agreed": e.agreed.map(|a| json!({ "earliest_ns": a.earliest, "latest_ns": a.latest })),
         })),
         "sources": sources,

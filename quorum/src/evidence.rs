@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::interval::{Interval, drift_ns};
-use crate::select::{Rules, Verdict, select};
+use crate::select::{Rules, Verdict, combine, select};
 
 /// Prefixed to the text before hashing, so that an evidence digest can
 /// never be mistaken for the digest of anything else.
@@ -100,10 +100,44 @@ pub enum EvidenceError {
     Selection { recomputed: String, recorded: String },
 }
 
+/// Whether a source of `kind` belongs to the peers' group, which selects
+/// apart under [`Rules::peers`].
+pub fn is_peer(kind: &str) -> bool {
+    kind == "peer"
+}
+
+/// The selection of a round whose sources fall into two groups: external
+/// sources under `external`, peers under `peers` (either group may be
+/// empty: it is then left out). `measured` holds, in source order, whether
+/// each answering source is a peer and its interval. Returns the combined
+/// agreement and each measured source's verdict within its group.
+pub fn decide(measured: &[(bool, Interval)], external: &Rules, peers: &Rules) -> (Option<Interval>, Vec<Verdict>) {
+    let pick = |peer: bool| measured.iter().filter(|m| m.0 == peer).map(|m| m.1).collect::<Vec<_>>();
+    let (ext, peer) = (select(&pick(false), external), select(&pick(true), peers));
+    let mut groups = Vec::new();
+    if external.configured > 0 {
+        groups.push(ext.agreed);
+    }
+    if peers.configured > 0 {
+        groups.push(peer.agreed);
+    }
+    let (mut e, mut p) = (ext.verdicts.into_iter(), peer.verdicts.into_iter());
+    let verdicts =
+        measured.iter().map(|m| if m.0 { p.next() } else { e.next() }.unwrap_or(Verdict::NoQuorum)).collect();
+    (combine(&groups), verdicts)
+}
+
 impl Evidence {
-    /// The selection's rules.
+    /// The rules of the external sources (NTP, Roughtime): a strict
+    /// majority of them, and at least `min_agreeing`.
     pub fn rules(&self) -> Rules {
-        Rules { configured: self.configured, min_agreeing: self.min_agreeing, max_distance_ns: self.max_distance_ns }
+        let external = self.sources.iter().filter(|s| !is_peer(&s.kind)).count();
+        Rules { configured: external, min_agreeing: self.min_agreeing, max_distance_ns: self.max_distance_ns }
+    }
+
+    /// The rules of the peers' group ([`Rules::peers`]).
+    pub fn peer_rules(&self) -> Rules {
+        Rules::peers(self.sources.iter().filter(|s| is_peer(&s.kind)).count(), self.max_distance_ns)
     }
 
     /// The canonical text and its digest.
@@ -132,21 +166,21 @@ impl Evidence {
                 recorded: format!("{} source records", self.sources.len()),
             });
         }
-        let measured: Vec<(Interval, VerdictRecord)> = self
+        let measured: Vec<(bool, Interval, VerdictRecord)> = self
             .sources
             .iter()
             .filter_map(|s| match &s.outcome {
-                Outcome::Measured { interval, verdict, .. } => Some((*interval, *verdict)),
+                Outcome::Measured { interval, verdict, .. } => Some((is_peer(&s.kind), *interval, *verdict)),
                 Outcome::Unreachable { .. } => None,
             })
             .collect();
-        let intervals: Vec<Interval> = measured.iter().map(|m| m.0).collect();
-        let round = select(&intervals, &self.rules());
-        let verdicts: Vec<VerdictRecord> = round.verdicts.iter().map(|v| VerdictRecord::from(*v)).collect();
-        let recorded: Vec<VerdictRecord> = measured.iter().map(|m| m.1).collect();
-        if round.agreed != self.agreed || verdicts != recorded {
+        let intervals: Vec<(bool, Interval)> = measured.iter().map(|m| (m.0, m.1)).collect();
+        let (agreed, verdicts) = decide(&intervals, &self.rules(), &self.peer_rules());
+        let verdicts: Vec<VerdictRecord> = verdicts.into_iter().map(VerdictRecord::from).collect();
+        let recorded: Vec<VerdictRecord> = measured.iter().map(|m| m.2).collect();
+        if agreed != self.agreed || verdicts != recorded {
             return Err(EvidenceError::Selection {
-                recomputed: format!("{:?} with {verdicts:?}", round.agreed),
+                recomputed: format!("{agreed:?} with {verdicts:?}"),
                 recorded: format!("{:?} with {recorded:?}", self.agreed),
             });
         }
@@ -154,18 +188,22 @@ impl Evidence {
     }
 
     /// Whether a batch stamped `time ± uncertainty` from this round's
-    /// agreement is consistent with it: its interval reaches the
-    /// agreement's earliest end, is at least as wide as the agreement, and
-    /// begins no later than the agreement could be carried within its
-    /// hold-over.
+    /// agreement is consistent with it: the earliest end it claims lies
+    /// in the span the agreement vouches for, from its earliest end (less
+    /// the drift allowed over the hold-over) to its latest end carried
+    /// over the whole hold-over. Stamps are the agreement carried to the
+    /// instant they were read, their earliest end never below what the
+    /// clock served before (which only raises it), so an honest stamp is
+    /// always admitted; a stamp naming this round's evidence for a time
+    /// outside that span is not. How precise a stamp may be cannot be
+    /// checked from the evidence alone (the floor of earlier rounds can
+    /// narrow it).
     pub fn admits(&self, time: u64, uncertainty: u64) -> bool {
         let Some(agreed) = self.agreed else { return false };
-        let (earliest, latest) = (time.saturating_sub(uncertainty), time.saturating_add(uncertainty));
-        let reach = agreed
-            .latest
-            .saturating_add(self.holdover_ns)
-            .saturating_add(drift_ns(self.holdover_ns, self.max_drift_ppm));
-        latest >= agreed.earliest && earliest <= reach && latest - earliest >= agreed.width()
+        let earliest = time.saturating_sub(uncertainty);
+        let drift = drift_ns(self.holdover_ns, self.max_drift_ppm);
+        let reach = agreed.latest.saturating_add(self.holdover_ns).saturating_add(drift);
+        agreed.earliest.saturating_sub(drift) <= earliest && earliest <= reach
     }
 }
 
@@ -246,9 +284,12 @@ mod tests {
         let source = quorum_source(2, 3, &d);
         assert!(source.len() <= 64, "{source}");
         assert_eq!(parse_quorum_source(&source), Some((2, 3, d)));
-        assert!(e.admits(175, 25) && e.admits(1_000, 900));
-        assert!(!e.admits(175, 10), "narrower than the agreement");
+        assert!(e.admits(175, 25) && e.admits(1_000, 800));
+        // Narrower than the agreement: its earliest end raised to what the
+        // clock served before (an earlier round's floor). Honest, admitted.
+        assert!(e.admits(190, 5));
         assert!(!e.admits(10, 50), "before the agreement");
+        assert!(!e.admits(2_000_000, 10), "after the agreement could be carried");
     }
 
     #[test]

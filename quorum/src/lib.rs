@@ -43,4 +43,4 @@ pub mod select;
 
 pub use clock::{Clock, Served};
 pub use interval::Interval;
-pub use select::{Round, Rules, Verdict, select};
+pub use select::{Round, Rules, Verdict, combine, select};

@@ -38,6 +38,36 @@ impl Rules {
     pub fn required(&self) -> usize {
         (self.configured / 2 + 1).max(self.min_agreeing)
     }
+
+    /// The rules of a group of peer Chronos nodes, judged as the replicas
+    /// of a Byzantine system are: `n = 3f + 1` peers, an instant agreed
+    /// when `n - f` of them hold it. With at most `f` liars, the `n - f`
+    /// honest peers always agree on true time when they all answer; and
+    /// even when `f` honest peers are silent (partitioned, slow), every
+    /// agreed instant is held by at least `f + 1` honest peers, so the
+    /// liars cannot move the agreement outside what honest peers allow. A
+    /// plain majority would need only `n/2 + 1 - f` honest peers beside
+    /// the liars.
+    pub fn peers(configured: usize, max_distance_ns: u64) -> Rules {
+        let f = configured.saturating_sub(1) / 3;
+        Rules { configured, min_agreeing: configured - f, max_distance_ns }
+    }
+
+    /// How many lying sources the rules withstand: `configured - required`
+    /// (for peers, `f` of `3f + 1`).
+    pub fn tolerated(&self) -> usize {
+        self.configured.saturating_sub(self.required())
+    }
+}
+
+/// The agreement of several groups selected apart (external sources and
+/// peers): the instants every configured group agreed on. `None` when a
+/// group has no agreement, or when the groups' agreements do not meet
+/// (one group's bound on its liars does not hold).
+pub fn combine(groups: &[Option<Interval>]) -> Option<Interval> {
+    let mut it = groups.iter();
+    let first = (*it.next()?)?;
+    it.try_fold(first, |acc, g| acc.intersection(&(*g)?))
 }
 
 /// What the selection made of one source's interval.
@@ -167,6 +197,19 @@ mod tests {
         let r = select(&[iv(0, 1_000), iv(0, 100), iv(900, 1_000)], &RULES);
         assert_eq!(r.agreed, Some(iv(0, 1_000)));
         assert_eq!(r.agreeing(), 3);
+    }
+
+    #[test]
+    fn peers_need_all_but_f_of_3f_plus_1_and_groups_combine_by_intersection() {
+        let p = Rules::peers(4, 1_000);
+        assert_eq!((p.required(), p.tolerated()), (3, 1));
+        let p = Rules::peers(7, 1_000);
+        assert_eq!((p.required(), p.tolerated()), (5, 2));
+        assert_eq!(Rules::peers(3, 1_000).required(), 3, "3 peers tolerate no liar");
+        assert_eq!(combine(&[Some(iv(0, 100)), Some(iv(50, 200))]), Some(iv(50, 100)));
+        assert_eq!(combine(&[Some(iv(0, 100)), None]), None);
+        assert_eq!(combine(&[Some(iv(0, 10)), Some(iv(50, 200))]), None, "groups that contradict each other");
+        assert_eq!(combine(&[]), None);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum SourceKind {
     /// A Roughtime server: its long-term public key (pinned), and the
     /// protocol versions to offer (Google's alone, or the IETF ones).
     Roughtime { key: [u8; 32], versions: Vec<chronos_quorum::roughtime::Version> },
+    /// A peer Chronos node, asked as a Roughtime server, in the peers'
+    /// group that selects apart (`chronos_quorum::Rules::peers`).
+    Peer { key: [u8; 32], versions: Vec<chronos_quorum::roughtime::Version> },
 }
 
 impl SourceKind {
@@ -37,6 +40,16 @@ impl SourceKind {
         match self {
             SourceKind::Ntp => "ntp",
             SourceKind::Roughtime { .. } => "roughtime",
+            SourceKind::Peer { .. } => "peer",
+        }
+    }
+
+    /// A Roughtime server's pinned key and the versions to offer (peers
+    /// answer Roughtime too).
+    pub fn roughtime(&self) -> Option<(&[u8; 32], &[chronos_quorum::roughtime::Version])> {
+        match self {
+            SourceKind::Roughtime { key, versions } | SourceKind::Peer { key, versions } => Some((key, versions)),
+            SourceKind::Ntp => None,
         }
     }
 }
@@ -74,12 +87,18 @@ impl Settings {
         3 * self.poll + self.timeout
     }
 
-    /// The selection's rules.
+    /// The selection's rules for the external sources (NTP, Roughtime).
     pub fn rules(&self) -> chronos_quorum::Rules {
         chronos_quorum::Rules {
-            configured: self.sources.len(),
+            configured: self.sources.iter().filter(|s| !matches!(s.kind, SourceKind::Peer { .. })).count(),
             min_agreeing: self.min_agreeing,
             max_distance_ns: self.max_distance.as_nanos() as u64,
         }
+    }
+
+    /// The rules of the peers' group.
+    pub fn peer_rules(&self) -> chronos_quorum::Rules {
+        let peers = self.sources.iter().filter(|s| matches!(s.kind, SourceKind::Peer { .. })).count();
+        chronos_quorum::Rules::peers(peers, self.max_distance.as_nanos() as u64)
     }
 }

@@ -48,7 +48,7 @@ async fn ask_roughtime(settings: &Settings) -> (Vec<(usize, Result<Answer, Strin
     let mut links = Vec::new();
     let mut previous: Option<Vec<u8>> = None;
     for (i, s) in settings.sources.iter().enumerate() {
-        let SourceKind::Roughtime { key, versions } = &s.kind else { continue };
+        let Some((key, versions)) = s.kind.roughtime() else { continue };
         let r =
             crate::roughtime_client::exchange(&s.address, key, versions, previous.as_deref(), settings.timeout).await;
         let answer = r.map(|e| {
@@ -101,9 +101,14 @@ pub(crate) async fn run(settings: &Settings, round: u64) -> Finished {
         .iter()
         .map(|a| a.as_ref().ok().map(|e| e.interval.carried(at.saturating_sub(e.at_boot_ns), settings.max_drift_ppm)))
         .collect();
-    let intervals: Vec<Interval> = carried.iter().flatten().copied().collect();
-    let selection = chronos_quorum::select(&intervals, &settings.rules());
-    let mut verdicts = selection.verdicts.iter();
+    let measured: Vec<(bool, Interval)> = settings
+        .sources
+        .iter()
+        .zip(&carried)
+        .filter_map(|(s, c)| c.map(|c| (matches!(s.kind, SourceKind::Peer { .. }), c)))
+        .collect();
+    let (agreed, verdicts) = chronos_quorum::evidence::decide(&measured, &settings.rules(), &settings.peer_rules());
+    let mut verdicts = verdicts.into_iter();
     let sources = settings
         .sources
         .iter()
@@ -112,7 +117,7 @@ pub(crate) async fn run(settings: &Settings, round: u64) -> Finished {
             let outcome = match (answer, interval) {
                 (Ok(e), Some(interval)) => Outcome::Measured {
                     interval: *interval,
-                    verdict: verdicts.next().map_or(VerdictRecord::NoQuorum, |v| VerdictRecord::from(*v)),
+                    verdict: verdicts.next().map_or(VerdictRecord::NoQuorum, VerdictRecord::from),
                     offset_ns: e.offset_ns,
                     delay_ns: e.delay_ns,
                     answer: e.answer,
@@ -127,13 +132,13 @@ pub(crate) async fn run(settings: &Settings, round: u64) -> Finished {
     Finished {
         evidence: Evidence {
             round,
-            configured: rules.configured,
+            configured: settings.sources.len(),
             min_agreeing: rules.min_agreeing,
             max_distance_ns: rules.max_distance_ns,
             max_drift_ppm: settings.max_drift_ppm,
             holdover_ns: settings.holdover().as_nanos() as u64,
             sources,
-            agreed: selection.agreed,
+            agreed,
             malfeasance,
         },
         at_boot_ns: at,

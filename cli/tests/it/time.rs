@@ -376,3 +376,67 @@ fn roughenough_servers_are_sources_and_one_set_back_is_caught_with_a_malfeasance
     s.stop();
     assert_eq!(s.verify()["status"], "intact");
 }
+
+#[test]
+fn peers_are_a_group_of_their_own_that_needs_all_but_f_of_3f_plus_1() {
+    use base64::Engine as _;
+    let public = |seed: [u8; 32]| ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+    // Four peers (until the bridge serves Roughtime, peers are Roughtime
+    // servers): three honest, one ten minutes behind. n = 4 = 3f + 1: f = 1.
+    let seeds = [[0x41; 32], [0x42; 32], [0x43; 32], [0x44; 32]];
+    let ports: Vec<u16> = (0..4).map(|_| free_udp_port()).collect();
+    let _servers = [
+        roughenough_1(seeds[0], ports[0]),
+        roughenough_2(seeds[1], ports[1], 0),
+        roughenough_2(seeds[2], ports[2], 0),
+        roughenough_2(seeds[3], ports[3], -600),
+    ];
+    let mut s = Stack::prepare();
+    let cfg = s.data().join("chronos.toml");
+    let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    let peers: Vec<toml::Value> = (0..4)
+        .map(|i| {
+            let key = base64::engine::general_purpose::STANDARD.encode(public(seeds[i]));
+            toml::Value::Table(toml::toml! {
+                name = (format!("peer-{i}")) kind = "peer" address = (format!("127.0.0.1:{}", ports[i])) key = (key)
+            })
+        })
+        .collect();
+    let mut time = toml::toml! { poll_ms = 300 timeout_ms = 250 max_distance_ms = 15_000 };
+    time.insert("source".into(), toml::Value::Array(peers));
+    table.insert("time".into(), toml::Value::Table(time));
+    std::fs::write(&cfg, toml::to_string(&table).unwrap()).unwrap();
+    s.launch(&[]);
+    assert_eq!(s.post(&body("peers", 1, true).0, &[]).status, 200);
+    let d = s.data();
+    let out = super::chronos(&["time", "--data-dir", d.to_str().unwrap(), "--database-url", &s.url, "--json"], &[]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["round"]["peers_required"], 3, "{report:#}");
+    let states: Vec<String> =
+        report["sources"].as_array().unwrap().iter().map(|x| x["state"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(states, ["agreeing", "agreeing", "agreeing", "falseticker"], "{report:#}");
+    let source: String = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(s.client().query_one("SELECT time_source FROM batches ORDER BY seq DESC LIMIT 1", &[]))
+        .unwrap()
+        .get(0);
+    assert!(source.starts_with("quorum:3/4:"), "{source}");
+    // One honest peer gone: 2 honest + the liar are 3 answers, but the liar
+    // shares no instant with them, so 3 never agree: no quorum, refused.
+    drop(_servers);
+    let r = wait_for(
+        Duration::from_secs(20),
+        "no time quorum without the peers",
+        || s.log(),
+        || {
+            let r = s.post(&body("gone", 1, true).0, &[]);
+            (r.status == 503).then_some(r)
+        },
+    );
+    assert!(r.body.contains("no time quorum"), "{}", r.body);
+    s.stop();
+    let report = s.verify();
+    assert_eq!(report["status"], "intact", "{report:#}");
+}

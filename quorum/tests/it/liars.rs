@@ -105,4 +105,44 @@ proptest! {
         prop_assert_eq!(round.agreed, None);
         prop_assert!(round.verdicts.iter().all(|v| *v == Verdict::NoQuorum));
     }
+
+    #[test]
+    fn peers_withstand_f_liars_of_3f_plus_1_even_with_f_honest_ones_silent(
+        n in prop::sample::select(vec![4usize, 7, 10]),
+        kind in lie(),
+        radii in prop::collection::vec(MS..200 * MS, 10),
+        skews in prop::collection::vec(-1.0f64..=1.0, 10),
+        shift in -60_000i64 * MS as i64..60_000 * MS as i64,
+        shared in -5_000i64 * MS as i64..5_000 * MS as i64,
+        silent in any::<bool>(),
+    ) {
+        let rules = Rules::peers(n, 1_000 * MS);
+        let f = rules.tolerated();
+        prop_assert_eq!(n, 3 * f + 1);
+        // n - f honest peers, f of which may be silent (partitioned away),
+        // and f liars: the n - f that answer honestly still agree.
+        let honest_answering = if silent { n - 2 * f } else { n - f };
+        let honest_ivs: Vec<Interval> = (0..honest_answering).map(|i| honest(radii[i], skews[i])).collect();
+        let span = Interval {
+            earliest: honest_ivs.iter().map(|i| i.earliest).min().unwrap(),
+            latest: honest_ivs.iter().map(|i| i.latest).max().unwrap(),
+        };
+        let mut ivs = honest_ivs.clone();
+        for j in 0..f {
+            ivs.push(liar(kind, radii[n - f + j], j, shift, shared, &span));
+        }
+        let round = select(&ivs, &rules);
+        if silent {
+            // With f honest peers silent, an agreement needs the liars, but
+            // each agreed instant is still held by n - 2f = f + 1 honest
+            // peers: it stays within what the honest answers allow.
+            if let Some(agreed) = round.agreed {
+                prop_assert!(span.covers(&agreed), "{kind:?}: {agreed:?} leaves the honest span {span:?}");
+            }
+        } else {
+            let agreed = round.agreed.expect("n - f honest peers always agree");
+            prop_assert!(agreed.contains(TRUE_TIME), "{kind:?}: {agreed:?} misses true time; {ivs:?}");
+            prop_assert!(span.covers(&agreed), "{kind:?}: {agreed:?} leaves the honest span {span:?}");
+        }
+    }
 }
