@@ -23,7 +23,7 @@ pub mod metrics;
 mod ntp_client;
 pub mod reader;
 mod roughtime_client;
-mod round;
+pub mod round;
 pub mod service;
 mod store;
 

@@ -12,7 +12,7 @@ use crate::config::{Settings, SourceKind};
 
 /// A finished round.
 #[derive(Debug)]
-pub(crate) struct Finished {
+pub struct Finished {
     pub evidence: Evidence,
     /// `CLOCK_BOOTTIME` instant the intervals (and the agreement) are true at.
     pub at_boot_ns: u64,
@@ -74,8 +74,9 @@ async fn ask_roughtime(settings: &Settings) -> (Vec<(usize, Result<Answer, Strin
     (out, report)
 }
 
-/// Asks every source, then selects.
-pub(crate) async fn run(settings: &Settings, round: u64) -> Finished {
+/// Asks every source, then selects. (The time service runs this every
+/// poll; tests run it against servers of their own.)
+pub async fn run(settings: &Settings, round: u64) -> Finished {
     let ntp = futures_util::future::join_all(
         settings
             .sources

@@ -128,6 +128,46 @@ fn a_lying_source_is_named_and_outvoted_and_a_lost_quorum_refuses_writes_until_i
         .unwrap()
         .get::<_, i64>(0);
     assert_eq!(audited, 1, "one audit event for the falseticker (changes only)");
+    // The time service's metrics: each source's state, the quorum, the uncertainty.
+    let metrics_addr = std::fs::read_to_string(d.join("run").join("time.metrics")).unwrap();
+    let metrics = super::pipeline::http(metrics_addr.trim(), "GET", "/metrics", &[], b"").unwrap().body;
+    for line in [
+        "chronos_time_source_state{source=\"liar\",state=\"falseticker\"} 1",
+        "chronos_time_source_state{source=\"honest-a\",state=\"agreeing\"} 1",
+        "chronos_time_sources_agreeing 2",
+        "chronos_time_synchronized 1",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+
+    // The time service killed: restarted by `up`, it restores its floor
+    // from PostgreSQL and agrees again; stamps never go back.
+    let floor: i64 = rt
+        .block_on(client.query_one("SELECT floor_ns FROM time_floor", &[]))
+        .unwrap()
+        .get(0);
+    assert!(floor > 0, "the floor is kept in PostgreSQL");
+    let killed = s.pid("time");
+    super::pipeline::sigkill(killed);
+    wait_for(Duration::from_secs(20), "the time service restarted", || s.log(), || {
+        std::fs::read_to_string(d.join("run").join("time.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+            .filter(|p| *p != killed)
+    });
+    let mut attempt = 0;
+    wait_for(Duration::from_secs(20), "quorum time after the restart", || s.log(), || {
+        attempt += 1;
+        let r = s.post(&body(&format!("after-restart-{attempt}"), 1, true).0, &[]);
+        (r.status == 200).then_some(())
+    });
+    let times: Vec<i64> = rt
+        .block_on(client.query("SELECT time_ns FROM batches ORDER BY seq", &[]))
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "batch times never go back: {times:?}");
 
     // Two sources silenced: one answer of three is no majority.
     servers[0].silent.store(true, Ordering::Relaxed);
