@@ -24,6 +24,18 @@ fn unix_now_ns() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// `address` (`host:port`) resolved, and a UDP socket of its family to ask it from.
+pub(crate) async fn udp_to(address: &str) -> Result<(tokio::net::UdpSocket, SocketAddr), String> {
+    let addr: SocketAddr = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address} resolves to no address"))?;
+    let local: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+    let sock = tokio::net::UdpSocket::bind(local).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    Ok((sock, addr))
+}
+
 /// Asks `address` (`host:port`) for the time.
 pub(crate) async fn exchange(address: &str, timeout: Duration, drift_ppm: u64) -> Result<Exchange, String> {
     tokio::time::timeout(timeout, exchange_inner(address, drift_ppm))
@@ -32,13 +44,7 @@ pub(crate) async fn exchange(address: &str, timeout: Duration, drift_ppm: u64) -
 }
 
 async fn exchange_inner(address: &str, drift_ppm: u64) -> Result<Exchange, String> {
-    let addr: SocketAddr = tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{address} resolves to no address"))?;
-    let local: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let sock = tokio::net::UdpSocket::bind(local).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    let (sock, addr) = crate::ntp_client::udp_to(address).await?;
     let mut cookie = [0u8; 8];
     getrandom::fill(&mut cookie).map_err(|e| format!("random cookie: {e}"))?;
     let cookie = u64::from_le_bytes(cookie);

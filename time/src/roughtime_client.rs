@@ -4,7 +4,6 @@
 //! (spoofed, for another request) are dropped and the wait goes on until
 //! the timeout.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use chronos_ipc::clock::boottime_ns;
@@ -55,13 +54,7 @@ async fn exchange_inner(
         None => (rand, None),
     };
     let request = Request::new(versions, &nonce, Some(key)).map_err(|e| e.to_string())?;
-    let addr: SocketAddr = tokio::net::lookup_host(address)
-        .await
-        .map_err(|e| format!("cannot resolve {address}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{address} resolves to no address"))?;
-    let local: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-    let sock = tokio::net::UdpSocket::bind(local).await.map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    let (sock, addr) = crate::ntp_client::udp_to(address).await?;
     let sent_unix_ns = unix_now_ns();
     sock.send_to(request.bytes(), addr).await.map_err(|e| format!("sending to {addr}: {e}"))?;
     let mut buf = vec![0u8; 65_536];

@@ -142,25 +142,32 @@ fn a_lying_source_is_named_and_outvoted_and_a_lost_quorum_refuses_writes_until_i
 
     // The time service killed: restarted by `up`, it restores its floor
     // from PostgreSQL and agrees again; stamps never go back.
-    let floor: i64 = rt
-        .block_on(client.query_one("SELECT floor_ns FROM time_floor", &[]))
-        .unwrap()
-        .get(0);
+    let floor: i64 = rt.block_on(client.query_one("SELECT floor_ns FROM time_floor", &[])).unwrap().get(0);
     assert!(floor > 0, "the floor is kept in PostgreSQL");
     let killed = s.pid("time");
     super::pipeline::sigkill(killed);
-    wait_for(Duration::from_secs(20), "the time service restarted", || s.log(), || {
-        std::fs::read_to_string(d.join("run").join("time.pid"))
-            .ok()
-            .and_then(|p| p.trim().parse::<i32>().ok())
-            .filter(|p| *p != killed)
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "the time service restarted",
+        || s.log(),
+        || {
+            std::fs::read_to_string(d.join("run").join("time.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| *p != killed)
+        },
+    );
     let mut attempt = 0;
-    wait_for(Duration::from_secs(20), "quorum time after the restart", || s.log(), || {
-        attempt += 1;
-        let r = s.post(&body(&format!("after-restart-{attempt}"), 1, true).0, &[]);
-        (r.status == 200).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(20),
+        "quorum time after the restart",
+        || s.log(),
+        || {
+            attempt += 1;
+            let r = s.post(&body(&format!("after-restart-{attempt}"), 1, true).0, &[]);
+            (r.status == 200).then_some(())
+        },
+    );
     let times: Vec<i64> = rt
         .block_on(client.query("SELECT time_ns FROM batches ORDER BY seq", &[]))
         .unwrap()

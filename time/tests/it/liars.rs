@@ -159,7 +159,10 @@ fn the_agreement_of_every_round_holds_true_time_whatever_a_lying_minority_answer
                 let e = &done.evidence;
                 let agreed = e.agreed.unwrap_or_else(|| panic!("n={n} {lie:?}: no agreement: {e:#?}"));
                 // 1 ms of slack: the host clock is read twice above.
-                let slack = chronos_quorum::Interval { earliest: agreed.earliest - 1_000_000, latest: agreed.latest + 1_000_000 };
+                let slack = chronos_quorum::Interval {
+                    earliest: agreed.earliest - 1_000_000,
+                    latest: agreed.latest + 1_000_000,
+                };
                 assert!(slack.contains(truth), "n={n} {lie:?}: {agreed:?} misses true time {truth}");
                 e.check().unwrap();
                 for (i, src) in e.sources.iter().enumerate() {
