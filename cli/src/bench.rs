@@ -211,6 +211,9 @@ impl Launcher for UpLauncher {
             .args(["--listen", &self.listen.to_string()])
             .args(["--hashers", &hashers.to_string(), "--ingests", &ingests.to_string()])
             .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
+            // The bridge runs as in production, on free ports.
+            .env("CHRONOS_BRIDGE_LISTEN", "127.0.0.1:0")
+            .env("CHRONOS_BRIDGE_NTP_LISTEN", "127.0.0.1:0")
             .env_remove("CHRONOS_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -33,6 +33,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub time: TimeConfig,
+    #[serde(default)]
+    pub bridge: crate::bridge::BridgeConfig,
 }
 
 /// `[ingest]`: the HTTP front door.
@@ -403,7 +405,7 @@ impl Config {
 
 /// Sections whose keys the environment may override (not `[log]`: the
 /// log's identity comes from the file only).
-const ENV_SECTIONS: [&str; 6] = ["ingest", "pipeline", "vault", "database", "metrics", "time"];
+const ENV_SECTIONS: [&str; 7] = ["ingest", "pipeline", "vault", "database", "metrics", "time", "bridge"];
 
 /// Applies `CHRONOS_<SECTION>_<KEY>` variables. The value is read as a TOML
 /// value when it parses as one (numbers, booleans), else as a string. An

@@ -67,6 +67,7 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
         database: crate::config::DatabaseConfig { url: String::new(), embedded_port: free_port()? },
         metrics: Default::default(),
         time: Default::default(),
+        bridge: Default::default(),
     };
     let text = format!(
         "# Chronos configuration, written by `chronos init`.\n\

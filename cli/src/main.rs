@@ -14,6 +14,7 @@
 //! service refused to go on (fail closed; `up` does not restart it).
 
 mod bench;
+mod bridge;
 mod config;
 mod database;
 mod embedded;
@@ -170,6 +171,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve trusted time (NTP, /v1/time, /v1/stream) and the log's read path (C2SP tiles,
+    /// checkpoints, proofs, events) per `[bridge]`. `chronos up` runs it; run it yourself to
+    /// serve from another host, for example against a PostgreSQL replica.
+    Bridge {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+        /// PostgreSQL to read (a replica will do); default: database.url of the configuration.
+        #[arg(long)]
+        database_url: Option<String>,
+    },
     #[command(hide = true)]
     TimeService {
         #[arg(long, env = "CHRONOS_DATA_DIR")]
@@ -247,6 +258,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Consistency { source, old, new, key } => prove::consistency(&source, key.as_deref(), &old, &new)?,
         Command::Bench { args } => bench::bench(args)?,
         Command::Time { source, json } => return time::time(&source, json),
+        Command::Bridge { data_dir, database_url } => {
+            services::init_tracing("bridge");
+            let mut plan = services::Plan::load_for(&data_dir, "bridge")?;
+            if let Some(u) = database_url {
+                plan.cfg.database.url = u;
+            }
+            bridge::run(&plan)?;
+        }
         Command::TimeService { data_dir } => {
             services::init_tracing("time");
             services::time_service(&services::Plan::load_for(&data_dir, "time")?)?;

@@ -41,7 +41,7 @@ pub struct SetupFailed {
 
 /// Passes `r` through; an error becomes a [`SetupFailed`], recorded in the
 /// refusal file for `up` to report.
-fn setup<T>(plan: &Plan, service: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
+pub(crate) fn setup<T>(plan: &Plan, service: &str, r: anyhow::Result<T>) -> anyhow::Result<T> {
     r.map_err(|e| {
         let reason = format!("{e:#}");
         let file = plan.refusal_file(service);
@@ -133,6 +133,7 @@ impl Plan {
         let instance = instance_id(data_dir);
         let names = RingNames::new(&instance);
         let time = cfg.time.validate(instance)?;
+        cfg.bridge.check()?;
         Ok(Plan { data_dir: data_dir.to_path_buf(), log, cfg, topology, names, time })
     }
 
@@ -288,7 +289,7 @@ pub fn serve_metrics(plan: &Plan, name: &str, addr: SocketAddr, registry: Regist
     }
 }
 
-fn metrics_addr(plan: &Plan, offset: u16) -> SocketAddr {
+pub(crate) fn metrics_addr(plan: &Plan, offset: u16) -> SocketAddr {
     let mut a: SocketAddr = plan.cfg.metrics.listen.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     if a.port() != 0 {
         a.set_port(a.port().saturating_add(offset));
@@ -296,7 +297,7 @@ fn metrics_addr(plan: &Plan, offset: u16) -> SocketAddr {
     a
 }
 
-fn supervised() -> bool {
+pub(crate) fn supervised() -> bool {
     std::env::var_os("CHRONOS_SUPERVISED").is_some()
 }
 

@@ -379,7 +379,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     // Announcements of an earlier run must not pass for this one's.
     for stale in (0..plan.topology.ingests)
         .flat_map(|i| [run_dir.join(format!("ingest-{i}.addr")), run_dir.join(format!("ingest-{i}.ready"))])
-        .chain([run_dir.join("orchestrator.ready")])
+        .chain([run_dir.join("orchestrator.ready"), run_dir.join("bridge.http"), run_dir.join("bridge.ntp")])
     {
         let _ = std::fs::remove_file(stale);
     }
@@ -426,7 +426,11 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     let mut ingest: Vec<Proc> = (0..plan.topology.ingests)
         .map(|i| proc(format!("ingest-{i}"), vec!["ingest".into(), "--slot".into(), i.to_string()]))
         .collect();
-    for group in [&mut time, &mut vault, &mut orch, &mut hash, &mut ingest] {
+    // The bridge reads PostgreSQL on its own and the clock page: nothing
+    // waits for it, and it stops first.
+    let mut bridge: Vec<Proc> =
+        if plan.cfg.bridge.enabled() { vec![proc("bridge".into(), vec!["bridge".into()])] } else { Vec::new() };
+    for group in [&mut time, &mut vault, &mut orch, &mut hash, &mut ingest, &mut bridge] {
         for p in group.iter_mut() {
             sup.spawn(p)?;
         }
@@ -439,7 +443,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     let mut renew = false;
     let mut lost: Option<anyhow::Error> = None;
     while !signals.stop() {
-        for group in [&mut time, &mut vault, &mut orch, &mut hash, &mut ingest] {
+        for group in [&mut time, &mut vault, &mut orch, &mut hash, &mut ingest, &mut bridge] {
             sup.tend(group)?;
         }
         if let Some(reason) = &sup.fatal {
@@ -495,8 +499,9 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         rt.block_on(tokio::task::yield_now());
     }
-    tracing::info!("stopping: ingest, hashers, orchestrator (final checkpoint), vault writer, PostgreSQL");
+    tracing::info!("stopping: bridge, ingest, hashers, orchestrator (final checkpoint), vault writer, PostgreSQL");
     let ack_grace = Duration::from_millis(plan.cfg.ingest.ack_timeout_ms) + Duration::from_secs(5);
+    stop_all(&mut bridge, Duration::from_secs(10), &signals);
     stop_all(&mut ingest, ack_grace, &signals);
     sup.listener = None;
     stop_all(&mut hash, Duration::from_secs(30), &signals);

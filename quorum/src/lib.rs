@@ -21,7 +21,8 @@
 //! * records each round as [`evidence`] that a batch's time names by its
 //!   digest and that anyone can check again;
 //! * reads and writes NTPv4 packets and turns the four timestamps of an
-//!   exchange into a correctness interval ([`ntp`]);
+//!   exchange into a correctness interval ([`ntp`]), and answers clients
+//!   as a server from the clock it is given ([`ntp_server`]);
 //! * builds Roughtime requests and verifies signed answers (delegation,
 //!   Merkle path, validity window) into a correctness interval, chaining a
 //!   round's requests so that a server whose time contradicts causality
@@ -38,6 +39,7 @@ pub mod clock;
 pub mod evidence;
 pub mod interval;
 pub mod ntp;
+pub mod ntp_server;
 pub mod roughtime;
 pub mod select;
 

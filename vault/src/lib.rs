@@ -5,6 +5,8 @@
 //! * [`store`]: committing batches in one transaction by binary COPY, and
 //!   rebuilding `logs` after a PostgreSQL crash emptied it;
 //! * [`tiles`]: the tree's hashes as C2SP tiles, and proofs from them;
+//! * [`read`]: the read path (checkpoints, tiles, entry bundles, events,
+//!   proofs) from logged tables only, for the bridge and `chronos prove`;
 //! * [`lease`]: one writer per log (an advisory lock and a fencing epoch
 //!   that every commit checks).
 //!
@@ -17,6 +19,7 @@
 //! verifier reads PostgreSQL on its own, as an outsider would.
 
 pub mod lease;
+pub mod read;
 pub mod schema;
 pub mod store;
 pub mod tiles;

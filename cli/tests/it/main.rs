@@ -89,6 +89,7 @@ fn bad_origins_are_refused_with_the_flag_named() {
 }
 
 mod bench;
+mod bridge;
 mod pipeline;
 mod promises;
 mod supervisor;

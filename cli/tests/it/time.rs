@@ -10,10 +10,10 @@ use super::pipeline::{Stack, body, wait_for};
 
 /// An NTP server on a loopback port that answers with the host clock plus
 /// `offset_ms` (a liar when not 0), or stays silent while `silent`.
-struct FakeNtp {
-    addr: String,
-    offset_ms: Arc<AtomicI64>,
-    silent: Arc<AtomicBool>,
+pub(crate) struct FakeNtp {
+    pub addr: String,
+    pub offset_ms: Arc<AtomicI64>,
+    pub silent: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
 }
 
@@ -25,7 +25,7 @@ fn ntp_ts(unix_ns: i128) -> u64 {
 }
 
 impl FakeNtp {
-    fn start(offset_ms: i64) -> FakeNtp {
+    pub(crate) fn start(offset_ms: i64) -> FakeNtp {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
         let addr = sock.local_addr().unwrap().to_string();
@@ -71,7 +71,7 @@ fn now_ns() -> i64 {
 }
 
 /// Writes `[time]` with `servers` as sources (honest-a, honest-b, liar).
-fn configure(s: &Stack, servers: &[FakeNtp], policy: &str) {
+pub(crate) fn configure(s: &Stack, servers: &[FakeNtp], policy: &str) {
     let cfg = s.data().join("chronos.toml");
     let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
     let sources: Vec<toml::Value> = ["honest-a", "honest-b", "liar"]

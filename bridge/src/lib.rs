@@ -1,0 +1,138 @@
+//! The Chronos bridge: the log and its trusted time, served to readers
+//! who hold no database credentials.
+//!
+//! * **Time.** An NTP server (RFC 5905 server mode over UDP, with
+//!   per-client rate limiting answered by kiss-o'-death RATE), `GET
+//!   /v1/time` (optionally signed with the log's key), and time ticks on
+//!   the WebSocket `/v1/stream`. Time comes from the clock page the time
+//!   service publishes ([`chronos_time::TimeReader`]), the same one
+//!   batches are stamped with; without quorum the NTP answers say
+//!   "unsynchronized" (leap indicator 3, stratum 16) and `/v1/time` says
+//!   why.
+//! * **Ledger.** The C2SP tlog-tiles read path (`/checkpoint`,
+//!   `/tile/<L>/<N>[.p/<W>]`, `/tile/entries/<N>[.p/<W>]`), so that
+//!   standard tooling and witnesses can follow the log; `GET
+//!   /v1/checkpoint`, inclusion and consistency proofs and events as JSON;
+//!   every new checkpoint on `/v1/stream`.
+//!
+//! It reads the ledger through its own read-only PostgreSQL connection,
+//! from logged tables only (`chronos_vault::read`), so it can run against
+//! a physical replica; it never touches the writer's path. Every
+//! checkpoint it serves was checked first: its signature against the
+//! log's verifier key, and its consistency with the one served before
+//! (a proof from the tiles); every proof it serves is checked against
+//! the checkpoint it names. What fails a check is refused, logged and
+//! counted, never served.
+//!
+//! What it does not do: write anything, sign checkpoints (only, when
+//! configured, time statements), or decide time (the time service does).
+
+mod db;
+mod error;
+mod follow;
+mod http;
+pub mod metrics;
+mod ntp;
+pub mod rate;
+pub mod settings;
+pub mod tile_path;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+pub use error::BridgeError;
+pub use metrics::Metrics;
+pub use settings::Settings;
+
+/// Everything the surfaces share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub settings: Settings,
+    pub db: db::Db,
+    pub follow: follow::Follower,
+    pub time: chronos_time::TimeReader,
+    pub metrics: Metrics,
+    /// Set once when the bridge stops (streams close with "going away").
+    pub quit: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The addresses the surfaces were bound to (port 0 picks a free one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    pub http: Option<std::net::SocketAddr>,
+    pub ntp: Option<std::net::SocketAddr>,
+}
+
+/// Runs the bridge until `stop` is set: binds every configured surface
+/// first (an address in use is an error, returned before serving), tells
+/// `bound` where, then serves them.
+pub fn run(
+    settings: Settings,
+    stop: &Arc<AtomicBool>,
+    metrics: Metrics,
+    bound: impl FnOnce(Bound),
+) -> Result<(), BridgeError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(settings.threads.max(1))
+        .thread_name("bridge")
+        .enable_all()
+        .build()
+        .map_err(|e| BridgeError::Setup(format!("tokio runtime: {e}")))?;
+    rt.block_on(async {
+        let time = chronos_time::TimeReader::new(&settings.time);
+        let db = db::Db::new(settings.database_url.clone());
+        let follow = follow::Follower::new(&settings);
+        let http = match settings.http {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| BridgeError::Setup(format!("bridge.listen {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let ntp = match settings.ntp {
+            Some(addr) => Some(
+                std::net::UdpSocket::bind(addr)
+                    .map_err(|e| BridgeError::Setup(format!("bridge.ntp_listen {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let local = |r: std::io::Result<std::net::SocketAddr>| r.map_err(|e| BridgeError::Setup(e.to_string()));
+        bound(Bound {
+            http: http.as_ref().map(|l| local(l.local_addr())).transpose()?,
+            ntp: ntp.as_ref().map(|s| local(s.local_addr())).transpose()?,
+        });
+        let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
+        let shared = Arc::new(Shared { settings, db, follow, time, metrics, quit: quit_rx.clone() });
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(follow::run(shared.clone(), quit_rx.clone())));
+        tasks.push(tokio::spawn(follow::tick(shared.clone(), quit_rx.clone())));
+        if let Some(l) = http {
+            tracing::info!(addr = %l.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge HTTP (tiles, /v1, /v1/stream)");
+            tasks.push(tokio::spawn(http::serve(shared.clone(), l, quit_rx.clone())));
+        }
+        let mut threads = Vec::new();
+        if let Some(s) = ntp {
+            tracing::info!(addr = %s.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge NTP server");
+            let (shared, stop) = (shared.clone(), stop.clone());
+            let t = std::thread::Builder::new()
+                .name("ntp".into())
+                .spawn(move || ntp::serve(shared, s, stop))
+                .map_err(|e| BridgeError::Setup(format!("NTP thread: {e}")))?;
+            threads.push(t);
+        }
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tracing::info!("bridge stopping");
+        let _ = quit_tx.send(true);
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        Ok(())
+    })
+}
