@@ -266,7 +266,7 @@ impl Signals {
                         _ = int.recv() => {}
                     }
                     match c.fetch_add(1, Ordering::SeqCst) + 1 {
-                        1 => eprintln!("chronos: stopping in order (ingest, hashers, orchestrator with the final checkpoint, vault writer, PostgreSQL)"),
+                        1 => eprintln!("chronos: stopping in order (bridge, ingest, hashers, orchestrator with the final checkpoint, vault writer, PostgreSQL)"),
                         2 => eprintln!(
                             "chronos: already stopping in order; press Ctrl-C once more (or send SIGTERM again) to force an immediate stop: \
                              nothing acknowledged is lost, the next start resumes"

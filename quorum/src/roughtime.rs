@@ -27,6 +27,7 @@
 pub mod chain;
 pub mod request;
 pub mod response;
+pub mod server;
 pub mod wire;
 
 pub use chain::{Contradiction, Link, MalfeasanceReport, Round, chain_nonce, check_chain, check_report};

@@ -93,12 +93,13 @@ fn ctrl_c_from_a_terminal_stops_everything_in_order_with_a_final_checkpoint() {
     // The terminal's SIGINT reached the supervisor alone; each service was
     // stopped by the supervisor's SIGTERM, in pipeline order.
     assert!(!log.contains("stop requested signal=\"SIGINT\""), "a service got the terminal's Ctrl-C: {log}");
-    assert_eq!(log.matches("stop requested signal=\"SIGTERM\"").count(), 5, "{log}");
+    assert_eq!(log.matches("stop requested signal=\"SIGTERM\"").count(), 6, "{log}");
     let at = |name: &str| {
         log.find(&format!("stopped process=\"{name}\""))
             .or_else(|| log.find(&format!("process=\"{name}\" status=exit status: 0")))
             .unwrap_or_else(|| panic!("{name} not stopped cleanly: {log}"))
     };
+    assert!(at("bridge") < at("ingest-0"), "the bridge stops first: {log}");
     assert!(at("ingest-0") < at("hasher-0") && at("hasher-1") < at("orchestrator"), "{log}");
     assert!(at("orchestrator") < at("vault-writer"), "{log}");
     // The final checkpoint covers everything acknowledged (the interval is
