@@ -25,12 +25,15 @@ pub(crate) struct Follower {
     seen: RwLock<i64>,
     /// Messages for `/v1/stream` subscribers, as JSON text.
     pub stream: broadcast::Sender<Arc<str>>,
+    /// Each newly checked checkpoint, for gRPC watchers.
+    pub checkpoints: broadcast::Sender<Arc<Served>>,
 }
 
 impl Follower {
     pub fn new(settings: &crate::Settings) -> Follower {
         let (stream, _) = broadcast::channel(settings.stream.queue.max(1));
-        Follower { latest: RwLock::new(None), seen: RwLock::new(0), stream }
+        let (checkpoints, _) = broadcast::channel(settings.stream.queue.max(1));
+        Follower { latest: RwLock::new(None), seen: RwLock::new(0), stream, checkpoints }
     }
 
     /// The newest checked checkpoint, if any.
@@ -38,8 +41,10 @@ impl Follower {
         self.latest.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn set(&self, s: Served) {
-        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(s));
+    fn set(&self, s: Served) -> Arc<Served> {
+        let s = Arc::new(s);
+        *self.latest.write().unwrap_or_else(|p| p.into_inner()) = Some(s.clone());
+        s
     }
 
     fn seen(&self) -> i64 {
@@ -102,15 +107,21 @@ async fn step(shared: &Shared) -> Result<(), ServeError> {
             Ok(Some(served)) => {
                 let msg: Arc<str> = checkpoint_message(&served).into();
                 tracing::debug!(tree_size = served.checkpoint.size, "serving a new checkpoint");
-                shared.follow.set(served);
+                let served = shared.follow.set(served);
                 shared.metrics.checkpoints_served.inc();
                 // No subscriber is not an error.
                 let _ = shared.follow.stream.send(msg);
+                let _ = shared.follow.checkpoints.send(served);
             }
             Ok(None) => {}
             Err(ServeError::Corrupt(reason)) => {
                 shared.metrics.checkpoints_refused.inc();
-                tracing::error!(id = row.id, tree_size = row.tree_size, reason, "refusing to serve a stored checkpoint");
+                tracing::error!(
+                    id = row.id,
+                    tree_size = row.tree_size,
+                    reason,
+                    "refusing to serve a stored checkpoint"
+                );
             }
             Err(e) => return Err(e),
         }
@@ -161,7 +172,7 @@ pub(crate) async fn tick(shared: Arc<Shared>, mut quit: watch::Receiver<bool>) {
         if shared.follow.stream.receiver_count() == 0 {
             continue;
         }
-        let mut v = serde_json::to_value(crate::http::time::view(&shared.time)).unwrap_or_default();
+        let mut v = serde_json::to_value(crate::query::view(&shared.time)).unwrap_or_default();
         v["type"] = "time".into();
         let _ = shared.follow.stream.send(v.to_string().into());
     }

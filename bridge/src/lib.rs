@@ -9,11 +9,19 @@
 //!   batches are stamped with; without quorum the NTP answers say
 //!   "unsynchronized" (leap indicator 3, stratum 16) and `/v1/time` says
 //!   why.
+//! * **Roughtime.** A Roughtime server (Google's protocol, the IETF
+//!   draft 0x8000000c and RFC version 1) whose long-term key delegates
+//!   an online key; what arrives together is answered as one batch under
+//!   one signature. Peer Chronos nodes read each other's time this way.
 //! * **Ledger.** The C2SP tlog-tiles read path (`/checkpoint`,
 //!   `/tile/<L>/<N>[.p/<W>]`, `/tile/entries/<N>[.p/<W>]`), so that
 //!   standard tooling and witnesses can follow the log; `GET
 //!   /v1/checkpoint`, inclusion and consistency proofs and events as JSON;
 //!   every new checkpoint on `/v1/stream`.
+//! * **gRPC.** The same time and ledger answers as services generated
+//!   from the top-level `proto/` (time now and watch; checkpoint,
+//!   proofs and a checkpoint watch), with the standard health and
+//!   reflection services.
 //!
 //! It reads the ledger through its own read-only PostgreSQL connection,
 //! from logged tables only (`chronos_vault::read`), so it can run against
@@ -24,16 +32,20 @@
 //! the checkpoint it names. What fails a check is refused, logged and
 //! counted, never served.
 //!
-//! What it does not do: write anything, sign checkpoints (only, when
-//! configured, time statements), or decide time (the time service does).
+//! What it does not do: write anything, sign checkpoints (it signs only
+//! Roughtime answers, with its own key, and, when configured, time
+//! statements), or decide time (the time service does).
 
 mod db;
 mod error;
 mod follow;
+mod grpc;
 mod http;
 pub mod metrics;
 mod ntp;
+mod query;
 pub mod rate;
+mod roughtime;
 pub mod settings;
 pub mod tile_path;
 
@@ -61,7 +73,9 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bound {
     pub http: Option<std::net::SocketAddr>,
+    pub grpc: Option<std::net::SocketAddr>,
     pub ntp: Option<std::net::SocketAddr>,
+    pub roughtime: Option<std::net::SocketAddr>,
 }
 
 /// Runs the bridge until `stop` is set: binds every configured surface
@@ -91,6 +105,14 @@ pub fn run(
             ),
             None => None,
         };
+        let grpc = match settings.grpc {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| BridgeError::Setup(format!("bridge.grpc_listen {addr}: {e}")))?,
+            ),
+            None => None,
+        };
         let ntp = match settings.ntp {
             Some(addr) => Some(
                 std::net::UdpSocket::bind(addr)
@@ -98,11 +120,21 @@ pub fn run(
             ),
             None => None,
         };
+        let roughtime = match &settings.roughtime {
+            Some(r) => Some(
+                std::net::UdpSocket::bind(r.listen)
+                    .map_err(|e| BridgeError::Setup(format!("bridge.roughtime_listen {}: {e}", r.listen)))?,
+            ),
+            None => None,
+        };
         let local = |r: std::io::Result<std::net::SocketAddr>| r.map_err(|e| BridgeError::Setup(e.to_string()));
         bound(Bound {
             http: http.as_ref().map(|l| local(l.local_addr())).transpose()?,
+            grpc: grpc.as_ref().map(|l| local(l.local_addr())).transpose()?,
             ntp: ntp.as_ref().map(|s| local(s.local_addr())).transpose()?,
+            roughtime: roughtime.as_ref().map(|s| local(s.local_addr())).transpose()?,
         });
+        let long_term = settings.roughtime.as_ref().map(|r| r.long_term_seed);
         let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared { settings, db, follow, time, metrics, quit: quit_rx.clone() });
         let mut tasks = Vec::new();
@@ -112,6 +144,10 @@ pub fn run(
             tracing::info!(addr = %l.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge HTTP (tiles, /v1, /v1/stream)");
             tasks.push(tokio::spawn(http::serve(shared.clone(), l, quit_rx.clone())));
         }
+        if let Some(l) = grpc {
+            tracing::info!(addr = %l.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge gRPC (time, ledger, health, reflection)");
+            tasks.push(tokio::spawn(grpc::serve(shared.clone(), l, quit_rx.clone())));
+        }
         let mut threads = Vec::new();
         if let Some(s) = ntp {
             tracing::info!(addr = %s.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge NTP server");
@@ -120,6 +156,15 @@ pub fn run(
                 .name("ntp".into())
                 .spawn(move || ntp::serve(shared, s, stop))
                 .map_err(|e| BridgeError::Setup(format!("NTP thread: {e}")))?;
+            threads.push(t);
+        }
+        if let (Some(s), Some(seed)) = (roughtime, long_term) {
+            tracing::info!(addr = %s.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge Roughtime server");
+            let (shared, stop) = (shared.clone(), stop.clone());
+            let t = std::thread::Builder::new()
+                .name("roughtime".into())
+                .spawn(move || roughtime::serve(shared, s, seed, stop))
+                .map_err(|e| BridgeError::Setup(format!("Roughtime thread: {e}")))?;
             threads.push(t);
         }
         while !stop.load(Ordering::Relaxed) {

@@ -18,6 +18,12 @@ pub struct RouteLabel {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabel {
+    pub method: String,
+    pub code: String,
+}
+
 /// Cheap to clone: every metric is a shared handle.
 #[derive(Debug, Default, Clone)]
 pub struct Metrics {
@@ -25,7 +31,11 @@ pub struct Metrics {
     pub ntp_unsynchronized: Counter,
     pub ntp_rate_limited: Counter,
     pub ntp_dropped: Family<ReasonLabel, Counter>,
+    pub roughtime_answers: Counter,
+    pub roughtime_batches: Counter,
+    pub roughtime_dropped: Family<ReasonLabel, Counter>,
     pub requests: Family<RouteLabel, Counter>,
+    pub grpc_requests: Family<GrpcLabel, Counter>,
     pub checkpoints_served: Counter,
     pub checkpoints_refused: Counter,
     pub stream_clients: Gauge,
@@ -36,13 +46,37 @@ impl Metrics {
     pub fn register(&self, r: &mut Registry) {
         let r = r.sub_registry_with_prefix("chronos_bridge");
         r.register("ntp_answers", "NTP requests answered with time (synchronized or not)", self.ntp_answers.clone());
-        r.register("ntp_unsynchronized", "NTP answers that said unsynchronized (no quorum)", self.ntp_unsynchronized.clone());
+        r.register(
+            "ntp_unsynchronized",
+            "NTP answers that said unsynchronized (no quorum)",
+            self.ntp_unsynchronized.clone(),
+        );
         r.register("ntp_rate_limited", "NTP requests answered with kiss-o'-death RATE", self.ntp_rate_limited.clone());
         r.register("ntp_dropped", "NTP packets dropped unanswered, by reason", self.ntp_dropped.clone());
+        r.register("roughtime_answers", "Roughtime requests answered", self.roughtime_answers.clone());
+        r.register(
+            "roughtime_batches",
+            "Roughtime batches signed (one signature each)",
+            self.roughtime_batches.clone(),
+        );
+        r.register(
+            "roughtime_dropped",
+            "Roughtime requests dropped unanswered, by reason",
+            self.roughtime_dropped.clone(),
+        );
         r.register("requests", "HTTP requests by route and status", self.requests.clone());
+        r.register("grpc_requests", "gRPC calls by method and status code", self.grpc_requests.clone());
         r.register("checkpoints_served", "Checkpoints checked and served", self.checkpoints_served.clone());
-        r.register("checkpoints_refused", "Stored checkpoints that failed a check and were not served", self.checkpoints_refused.clone());
+        r.register(
+            "checkpoints_refused",
+            "Stored checkpoints that failed a check and were not served",
+            self.checkpoints_refused.clone(),
+        );
         r.register("stream_clients", "Open /v1/stream connections", self.stream_clients.clone());
-        r.register("stream_closed_slow", "/v1/stream clients closed for falling behind", self.stream_closed_slow.clone());
+        r.register(
+            "stream_closed_slow",
+            "/v1/stream clients closed for falling behind",
+            self.stream_closed_slow.clone(),
+        );
     }
 }

@@ -56,7 +56,8 @@ pub(crate) fn serve(shared: Arc<Shared>, sock: UdpSocket, stop: Arc<AtomicBool>)
             Err(why) => {
                 shared.metrics.ntp_dropped.get_or_create(&ReasonLabel { reason: why.label().into() }).inc();
                 let now = std::time::Instant::now();
-                let due = last_logged.get(why.label()).is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+                let due =
+                    last_logged.get(why.label()).is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
                 if due {
                     last_logged.insert(why.label(), now);
                     tracing::info!(client = %from, reason = %why, "NTP packet dropped (logged once a minute per reason)");

@@ -28,6 +28,19 @@ pub struct StreamLimits {
     pub max_clients: usize,
 }
 
+/// The Roughtime server: where, and its long-term key.
+pub struct Roughtime {
+    pub listen: SocketAddr,
+    /// The long-term Ed25519 key's seed (its public key is what clients pin).
+    pub long_term_seed: [u8; 32],
+}
+
+impl std::fmt::Debug for Roughtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roughtime").field("listen", &self.listen).field("long_term_seed", &"<secret>").finish()
+    }
+}
+
 /// Everything the bridge needs, validated.
 #[derive(Debug)]
 pub struct Settings {
@@ -35,6 +48,10 @@ pub struct Settings {
     pub http: Option<SocketAddr>,
     /// NTP server; `None` = not served.
     pub ntp: Option<SocketAddr>,
+    /// gRPC (time and ledger services, health, reflection); `None` = not served.
+    pub grpc: Option<SocketAddr>,
+    /// Roughtime server; `None` = not served.
+    pub roughtime: Option<Roughtime>,
     pub database_url: String,
     /// The log's checkpoint verifier key: nothing is served that it does not accept.
     pub verifier: NoteVerifier,

@@ -22,7 +22,8 @@ fn bad(why: impl Into<String>) -> BadPath {
 }
 
 fn decimal(s: &str) -> Option<u64> {
-    let canonical = !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
+    let canonical =
+        !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'));
     if canonical { s.parse().ok() } else { None }
 }
 
@@ -39,7 +40,9 @@ impl TilePath {
         };
         let (index_part, width) = match rest.split_once(".p/") {
             Some((i, w)) => {
-                let w = decimal(w).filter(|w| (1..=255).contains(w)).ok_or_else(|| bad(format!("width {w:?} (1 to 255)")))?;
+                let w = decimal(w)
+                    .filter(|w| (1..=255).contains(w))
+                    .ok_or_else(|| bad(format!("width {w:?} (1 to 255)")))?;
                 (i, w as u16)
             }
             None => (rest, 256),
@@ -48,7 +51,11 @@ impl TilePath {
         let mut index: u64 = 0;
         for (i, g) in groups.iter().enumerate() {
             let last = i + 1 == groups.len();
-            let digits = if last { *g } else { g.strip_prefix('x').ok_or_else(|| bad(format!("index element {g:?} needs an x")))? };
+            let digits = if last {
+                *g
+            } else {
+                g.strip_prefix('x').ok_or_else(|| bad(format!("index element {g:?} needs an x")))?
+            };
             if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(bad(format!("index element {g:?} is not three digits")));
             }
@@ -93,7 +100,20 @@ mod tests {
         assert_eq!(TilePath::parse("0/x001/x234/067"), Ok(TilePath { level: Some(0), index: 1_234_067, width: 256 }));
         assert_eq!(TilePath::parse("entries/000.p/5"), Ok(TilePath { level: None, index: 0, width: 5 }));
         assert_eq!(TilePath::parse("2/999"), Ok(TilePath { level: Some(2), index: 999, width: 256 }));
-        for bad in ["0/1", "0/0001", "0/x000/001", "0/001.p/0", "0/001.p/256", "0/001.p/05", "64/000", "00/000", "x/000", "0/", "0/x001", "0/001/002"] {
+        for bad in [
+            "0/1",
+            "0/0001",
+            "0/x000/001",
+            "0/001.p/0",
+            "0/001.p/256",
+            "0/001.p/05",
+            "64/000",
+            "00/000",
+            "x/000",
+            "0/",
+            "0/x001",
+            "0/001/002",
+        ] {
             assert!(TilePath::parse(bad).is_err(), "{bad} must be refused");
         }
     }

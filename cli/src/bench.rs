@@ -214,6 +214,8 @@ impl Launcher for UpLauncher {
             // The bridge runs as in production, on free ports.
             .env("CHRONOS_BRIDGE_LISTEN", "127.0.0.1:0")
             .env("CHRONOS_BRIDGE_NTP_LISTEN", "127.0.0.1:0")
+            .env("CHRONOS_BRIDGE_ROUGHTIME_LISTEN", "127.0.0.1:0")
+            .env("CHRONOS_BRIDGE_GRPC_LISTEN", "127.0.0.1:0")
             .env_remove("CHRONOS_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

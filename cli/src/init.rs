@@ -53,6 +53,8 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
     let signer = NoteSigner::generate(origin)?;
     write_new(&key_path, 0o600, format!("{}\n", signer.private_key_string().as_str()).as_bytes())?;
     write_new(&data_dir.join("log.vkey"), 0o644, format!("{}\n", signer.verifier()).as_bytes())?;
+    let bridge = crate::bridge::BridgeConfig::default();
+    crate::bridge::roughtime_seed(data_dir, &bridge.roughtime_key)?;
     let cfg = Config {
         log: LogConfig {
             origin: origin.to_owned(),
@@ -67,7 +69,7 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
         database: crate::config::DatabaseConfig { url: String::new(), embedded_port: free_port()? },
         metrics: Default::default(),
         time: Default::default(),
-        bridge: Default::default(),
+        bridge,
     };
     let text = format!(
         "# Chronos configuration, written by `chronos init`.\n\
@@ -86,7 +88,7 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// Writes a file that must not exist yet, with `mode` from the start (a
 /// private key is never readable by others, not even briefly).
-fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> anyhow::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)

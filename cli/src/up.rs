@@ -379,7 +379,13 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     // Announcements of an earlier run must not pass for this one's.
     for stale in (0..plan.topology.ingests)
         .flat_map(|i| [run_dir.join(format!("ingest-{i}.addr")), run_dir.join(format!("ingest-{i}.ready"))])
-        .chain([run_dir.join("orchestrator.ready"), run_dir.join("bridge.http"), run_dir.join("bridge.ntp")])
+        .chain([
+            run_dir.join("orchestrator.ready"),
+            run_dir.join("bridge.http"),
+            run_dir.join("bridge.grpc"),
+            run_dir.join("bridge.ntp"),
+            run_dir.join("bridge.roughtime"),
+        ])
     {
         let _ = std::fs::remove_file(stale);
     }

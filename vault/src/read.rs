@@ -57,8 +57,9 @@ fn checkpoint_row(r: &tokio_postgres::Row) -> StoredCheckpoint {
 
 /// The newest checkpoint (largest tree, then latest signed).
 pub async fn newest_checkpoint(c: &impl GenericClient) -> Result<Option<StoredCheckpoint>, VaultError> {
-    let row =
-        c.query_opt("SELECT id, tree_size, note FROM checkpoints ORDER BY tree_size DESC, id DESC LIMIT 1", &[]).await?;
+    let row = c
+        .query_opt("SELECT id, tree_size, note FROM checkpoints ORDER BY tree_size DESC, id DESC LIMIT 1", &[])
+        .await?;
     Ok(row.as_ref().map(checkpoint_row))
 }
 
@@ -68,7 +69,9 @@ pub async fn checkpoints_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<StoredCheckpoint>, VaultError> {
-    let rows = c.query("SELECT id, tree_size, note FROM checkpoints WHERE id > $1 ORDER BY id LIMIT $2", &[&after, &limit]).await?;
+    let rows = c
+        .query("SELECT id, tree_size, note FROM checkpoints WHERE id > $1 ORDER BY id LIMIT $2", &[&after, &limit])
+        .await?;
     Ok(rows.iter().map(checkpoint_row).collect())
 }
 
@@ -77,10 +80,10 @@ pub async fn checkpoints_after(
 /// changes once it exists.
 pub async fn tile(c: &impl GenericClient, level: u8, index: u64, width: u16) -> Result<Option<Vec<u8>>, VaultError> {
     let row = c
-        .query_opt("SELECT width, hashes FROM tiles WHERE level = $1 AND idx = $2", &[
-            &i16::from(level),
-            &to_i64(index, "tile index")?,
-        ])
+        .query_opt(
+            "SELECT width, hashes FROM tiles WHERE level = $1 AND idx = $2",
+            &[&i16::from(level), &to_i64(index, "tile index")?],
+        )
         .await?;
     let Some(row) = row else { return Ok(None) };
     let (stored, hashes): (i16, Vec<u8>) = (row.get(0), row.get(1));
@@ -143,8 +146,9 @@ pub async fn committed_leaves(c: &impl GenericClient) -> Result<u64, VaultError>
 /// table (an index on leaf hashes would slow every commit), so it finds
 /// nothing on a physical replica, where `logs` is empty.
 pub async fn leaf_by_hash(c: &impl GenericClient, leaf: &Hash) -> Result<Option<u64>, VaultError> {
-    let row =
-        c.query_opt("SELECT leaf_index FROM logs WHERE leaf_hash = $1 ORDER BY leaf_index LIMIT 1", &[&&leaf.0[..]]).await?;
+    let row = c
+        .query_opt("SELECT leaf_index FROM logs WHERE leaf_hash = $1 ORDER BY leaf_index LIMIT 1", &[&&leaf.0[..]])
+        .await?;
     Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
 }
 

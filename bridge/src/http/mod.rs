@@ -58,7 +58,9 @@ async fn healthz() -> &'static str {
 async fn readyz(State(shared): State<Arc<Shared>>) -> Result<&'static str, ServeError> {
     match shared.follow.latest() {
         Some(_) => Ok("ready\n"),
-        None => Err(ServeError::Unavailable("no checked checkpoint yet (is the log empty, or PostgreSQL unreachable?)".into())),
+        None => Err(ServeError::Unavailable(
+            "no checked checkpoint yet (is the log empty, or PostgreSQL unreachable?)".into(),
+        )),
     }
 }
 

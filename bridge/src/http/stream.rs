@@ -24,8 +24,11 @@ const GOING_AWAY: u16 = 1001;
 
 pub(crate) async fn stream(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
     if shared.metrics.stream_clients.get() >= shared.settings.stream.max_clients as i64 {
-        return ServeError::Unavailable(format!("{} streams are open, the most this bridge serves", shared.settings.stream.max_clients))
-            .into_response();
+        return ServeError::Unavailable(format!(
+            "{} streams are open, the most this bridge serves",
+            shared.settings.stream.max_clients
+        ))
+        .into_response();
     }
     ws.on_upgrade(move |socket| run(socket, shared))
 }

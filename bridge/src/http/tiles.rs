@@ -17,10 +17,7 @@ use crate::tile_path::TilePath;
 pub(crate) const MAX_BUNDLE_ENTRY: usize = 65_535;
 
 pub(crate) async fn checkpoint(State(shared): State<Arc<Shared>>) -> Result<Response, ServeError> {
-    let latest = shared
-        .follow
-        .latest()
-        .ok_or_else(|| ServeError::Unavailable("no checked checkpoint yet".into()))?;
+    let latest = shared.follow.latest().ok_or_else(|| ServeError::Unavailable("no checked checkpoint yet".into()))?;
     let mut r = latest.note.clone().into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -40,7 +37,9 @@ pub(crate) async fn tile(State(shared): State<Arc<Shared>>, Path(path): Path<Str
     let t = TilePath::parse(&path).map_err(|e| ServeError::Rejected(e.to_string()))?;
     let client = shared.db.client().await?;
     let level = match t.level {
-        Some(l) if l > 7 => return Err(ServeError::NotFound(format!("no tile at level {l}: the tree is at most 8 tile levels high"))),
+        Some(l) if l > 7 => {
+            return Err(ServeError::NotFound(format!("no tile at level {l}: the tree is at most 8 tile levels high")));
+        }
         Some(l) => l,
         None => return entries(&shared, &client, t).await,
     };
@@ -66,7 +65,9 @@ async fn entries(shared: &Shared, client: &tokio_postgres::Client, t: TilePath) 
     for (i, (e, h)) in events.iter().zip(hashes.chunks_exact(32)).enumerate() {
         let leaf = first + i as u64;
         if shared.settings.hasher.leaf(e).0[..] != *h {
-            return Err(ServeError::Corrupt(format!("leaf {leaf}: its event does not hash to its leaf hash in the tiles")));
+            return Err(ServeError::Corrupt(format!(
+                "leaf {leaf}: its event does not hash to its leaf hash in the tiles"
+            )));
         }
         let len = u16::try_from(e.len()).map_err(|_| {
             ServeError::NotFound(format!(

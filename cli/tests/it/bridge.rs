@@ -13,12 +13,12 @@ use super::pipeline::{Stack, body, http, wait_for};
 use super::time::{FakeNtp, configure};
 
 /// The bridge's HTTP address, once it has announced it.
-fn bridge_http(s: &Stack) -> String {
+pub(crate) fn bridge_http(s: &Stack) -> String {
     let file = s.data().join("run").join("bridge.http");
     wait_for(Duration::from_secs(30), "the bridge's address", || s.log(), || std::fs::read_to_string(&file).ok())
 }
 
-fn get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
+pub(crate) fn get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
     let r = http(addr, "GET", path, &[], b"").unwrap();
     let v = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{path}: {e}: {}", r.body));
     (r.status, v)
@@ -31,7 +31,7 @@ fn loopback_123() -> String {
     format!("127.{}.{}.{}", 1 + n % 250, 1 + (n / 250) % 250, 1 + (n / 62_500) % 250)
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
+pub(crate) fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
@@ -66,10 +66,15 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
     let ntp_addr = format!("{ntp_ip}:123");
     s.launch(&[("CHRONOS_BRIDGE_NTP_LISTEN", &ntp_addr), ("CHRONOS_BRIDGE_SIGN_TIME", "true")]);
     let web = bridge_http(&s);
-    let served = wait_for(Duration::from_secs(30), "quorum time on /v1/time", || s.log(), || {
-        let (status, v) = get_json(&web, "/v1/time");
-        (status == 200 && v["synchronized"] == true).then_some(v)
-    });
+    let served = wait_for(
+        Duration::from_secs(30),
+        "quorum time on /v1/time",
+        || s.log(),
+        || {
+            let (status, v) = get_json(&web, "/v1/time");
+            (status == 200 && v["synchronized"] == true).then_some(v)
+        },
+    );
     assert!(served["source"].as_str().unwrap().starts_with("quorum:2/3:"), "{served:#}");
     let uncertainty_s = served["uncertainty_ns"].as_f64().unwrap() / 1e9;
     // The clients run on this host, whose clock the honest sources serve:
@@ -106,7 +111,11 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
     let note = signed_note::Note::from_bytes(signed["note"].as_str().unwrap().as_bytes()).unwrap();
     note.verify(&signed_note::VerifierList::new(vec![Box::new(verifier.clone())])).expect("the signed time verifies");
     let text = String::from_utf8(note.text().to_vec()).unwrap();
-    assert!(text.starts_with("chronos/time-statement@v1\n") && text.contains(&format!("earliest {}\n", signed["earliest_ns"])), "{text}");
+    assert!(
+        text.starts_with("chronos/time-statement@v1\n")
+            && text.contains(&format!("earliest {}\n", signed["earliest_ns"])),
+        "{text}"
+    );
     // ... and a changed statement does not.
     let forged = signed["note"].as_str().unwrap().replace("earliest 1", "earliest 2");
     let forged = signed_note::Note::from_bytes(forged.as_bytes()).unwrap();
@@ -132,23 +141,35 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
     assert!(kisses >= 40 - 16 - 2, "a burst of 16 then about 2 a second: {kisses} of 40 kissed");
     sock.send_to(&[0x23; 20], &ntp_addr).unwrap();
     let metrics_addr = std::fs::read_to_string(s.data().join("run").join("bridge.metrics")).unwrap();
-    wait_for(Duration::from_secs(10), "the short packet counted", || s.log(), || {
-        let m = http(metrics_addr.trim(), "GET", "/metrics", &[], b"").unwrap().body;
-        m.contains("chronos_bridge_ntp_dropped_total{reason=\"short\"} 1").then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the short packet counted",
+        || s.log(),
+        || {
+            let m = http(metrics_addr.trim(), "GET", "/metrics", &[], b"").unwrap().body;
+            m.contains("chronos_bridge_ntp_dropped_total{reason=\"short\"} 1").then_some(())
+        },
+    );
 
     // Quorum lost: two of three sources silent. Every client sees
     // "unsynchronized" and takes no time from the bridge.
     servers[0].silent.store(true, Ordering::Relaxed);
     servers[1].silent.store(true, Ordering::Relaxed);
-    let lost = wait_for(Duration::from_secs(30), "quorum lost on /v1/time", || s.log(), || {
-        let (_, v) = get_json(&web, "/v1/time");
-        (v["synchronized"] == false).then_some(v)
-    });
+    let lost = wait_for(
+        Duration::from_secs(30),
+        "quorum lost on /v1/time",
+        || s.log(),
+        || {
+            let (_, v) = get_json(&web, "/v1/time");
+            (v["synchronized"] == false).then_some(v)
+        },
+    );
     assert!(lost["reason"].as_str().unwrap().contains("agree"), "{lost:#}");
     std::thread::sleep(Duration::from_millis(100)); // let the loopback client's bucket refill a little
     // ntpdig checks the stratum (16: unsynchronized) before the leap indicator.
-    let refused = |t: &str| t.contains("no eligible servers") && (t.contains("stratum too high") || t.contains("leap not in sync"));
+    let refused = |t: &str| {
+        t.contains("no eligible servers") && (t.contains("stratum too high") || t.contains("leap not in sync"))
+    };
     let (ok, text) = run(Command::new("ntpdig").args(["-j", "-t", "2", &ntp_ip]));
     assert!(!ok && refused(&text), "ntpdig without quorum: {text}");
     let (ok, text) = run(Command::new("ntpdate").args(["-q", "-t", "2", &ntp_ip]));
@@ -158,11 +179,16 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
     request[40..48].copy_from_slice(&7u64.to_be_bytes());
     let fresh = UdpSocket::bind(format!("{ntp_ip}:0")).unwrap(); // a new client port, same address: still limited
     fresh.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let unsync = wait_for(Duration::from_secs(20), "an answer that is not a kiss", || s.log(), || {
-        fresh.send_to(&request, &ntp_addr).unwrap();
-        let (n, _) = fresh.recv_from(&mut buf).unwrap();
-        (n == 48 && buf[1] != 0).then_some(buf)
-    });
+    let unsync = wait_for(
+        Duration::from_secs(20),
+        "an answer that is not a kiss",
+        || s.log(),
+        || {
+            fresh.send_to(&request, &ntp_addr).unwrap();
+            let (n, _) = fresh.recv_from(&mut buf).unwrap();
+            (n == 48 && buf[1] != 0).then_some(buf)
+        },
+    );
     assert_eq!((unsync[0] >> 6, unsync[1]), (3, 16), "leap indicator 3, stratum 16");
     let (offset, text) = chronyd_offset(&ntp_ip, s.dir.path());
     assert!(
@@ -246,9 +272,12 @@ fn bundle(addr: &str, n: u64, width: u64) -> Vec<Vec<u8>> {
 fn an_independent_c2sp_client_follows_the_log_over_tiles_and_a_websocket_client_gets_every_checkpoint() {
     let mut s = Stack::start(&[("CHRONOS_PIPELINE_CHECKPOINT_INTERVAL_MS", "200")]);
     let web = bridge_http(&s);
-    wait_for(Duration::from_secs(30), "a first checkpoint served", || s.log(), || {
-        (http(&web, "GET", "/readyz", &[], b"").ok()?.status == 200).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(30),
+        "a first checkpoint served",
+        || s.log(),
+        || (http(&web, "GET", "/readyz", &[], b"").ok()?.status == 200).then_some(()),
+    );
     let vkey_text = std::fs::read_to_string(s.data().join("log.vkey")).unwrap();
     let verifier = signed_note::StandardVerifier::new(vkey_text.trim()).unwrap();
     const ROUNDS: u64 = 7;
@@ -281,10 +310,15 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     for round in 1..=ROUNDS {
         let (b, _) = body(&format!("round-{round}"), PER_ROUND as usize, true);
         assert_eq!(s.post(&b, &[]).status, 200);
-        let (cp, _) = wait_for(Duration::from_secs(30), "a checkpoint of every leaf", || s.log(), || {
-            let (cp, note) = follow_checkpoint(&web, &verifier);
-            (cp.size() == round * PER_ROUND).then_some((cp, note))
-        });
+        let (cp, _) = wait_for(
+            Duration::from_secs(30),
+            "a checkpoint of every leaf",
+            || s.log(),
+            || {
+                let (cp, note) = follow_checkpoint(&web, &verifier);
+                (cp.size() == round * PER_ROUND).then_some((cp, note))
+            },
+        );
         // Each new checkpoint extends the last one: the consistency proof is
         // built from tiles by tlog_tiles (which authenticates every tile it
         // reads against the new tree's hash) and checked by it.
@@ -316,7 +350,8 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     // One inclusion proof, made and checked by tlog_tiles.
     let leaf = 300;
     let proof = tlog_tiles::prove_record(size, leaf, &reader).unwrap();
-    tlog_tiles::check_record(&proof, size, *head.hash(), leaf, tlog_tiles::record_hash(&entries[leaf as usize])).unwrap();
+    tlog_tiles::check_record(&proof, size, *head.hash(), leaf, tlog_tiles::record_hash(&entries[leaf as usize]))
+        .unwrap();
 
     // The bridge's own proofs: the inclusion proof file `chronos verify-proof`
     // accepts, and a consistency proof tlog_tiles accepts.
@@ -334,8 +369,12 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     assert!(out.status.success(), "verify-proof: {}", String::from_utf8_lossy(&out.stderr));
     let (status, cons) = get_json(&web, &format!("/v1/proof/consistency?old={first_size}"));
     assert_eq!(status, 200, "{cons:#}");
-    let hashes: Vec<tlog_tiles::Hash> =
-        cons["proof"].as_array().unwrap().iter().map(|h| tlog_tiles::Hash::parse_hash(h.as_str().unwrap()).unwrap()).collect();
+    let hashes: Vec<tlog_tiles::Hash> = cons["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| tlog_tiles::Hash::parse_hash(h.as_str().unwrap()).unwrap())
+        .collect();
     let old_root = tlog_tiles::Hash::parse_hash(cons["old_root"].as_str().unwrap()).unwrap();
     tlog_tiles::check_tree(&hashes, size, *head.hash(), first_size, old_root).unwrap();
     // The event itself, with its leaf hash.
@@ -378,7 +417,11 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     }
     assert!(sizes.windows(2).all(|w| w[0] < w[1]), "checkpoints in order, each once: {sizes:?}");
     for round in 1..=ROUNDS {
-        assert!(sizes.contains(&(round * PER_ROUND)), "the checkpoint of size {} streamed: {sizes:?}", round * PER_ROUND);
+        assert!(
+            sizes.contains(&(round * PER_ROUND)),
+            "the checkpoint of size {} streamed: {sizes:?}",
+            round * PER_ROUND
+        );
     }
     s.check_ledger();
     s.stop();

@@ -26,6 +26,8 @@ fn init_creates_a_log_identity_with_private_key_permissions() {
 
     let mode = |p: &str| std::fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode("log.key"), 0o600);
+    assert_eq!(mode("roughtime.key"), 0o600, "the Roughtime long-term key too");
+    assert!(dir.join("roughtime.key.pub").exists());
     assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
 
     let signer = NoteSigner::from_private_key(std::fs::read_to_string(dir.join("log.key")).unwrap().trim()).unwrap();
@@ -90,6 +92,8 @@ fn bad_origins_are_refused_with_the_flag_named() {
 
 mod bench;
 mod bridge;
+mod bridge_grpc;
+mod bridge_roughtime;
 mod pipeline;
 mod promises;
 mod supervisor;

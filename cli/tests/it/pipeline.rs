@@ -126,9 +126,11 @@ pub fn up_command(
     c.env_remove("CHRONOS_DATA_DIR")
         .env_remove("CHRONOS_FAULTS")
         .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
-        // Tests run side by side: the bridge on free ports (run/bridge.http, run/bridge.ntp).
+        // Tests run side by side: the bridge on free ports (run/bridge.http, .grpc, .ntp, .roughtime).
         .env("CHRONOS_BRIDGE_LISTEN", "127.0.0.1:0")
         .env("CHRONOS_BRIDGE_NTP_LISTEN", "127.0.0.1:0")
+        .env("CHRONOS_BRIDGE_ROUGHTIME_LISTEN", "127.0.0.1:0")
+        .env("CHRONOS_BRIDGE_GRPC_LISTEN", "127.0.0.1:0")
         .env("CHRONOS_INGEST_ACK_TIMEOUT_MS", "5000")
         .env("RUST_LOG", "info,tokio_postgres=warn")
         .stdin(Stdio::null())
@@ -644,9 +646,11 @@ fn up_runs_an_embedded_postgres_when_no_url_is_given() {
     let mut up = Command::new(env!("CARGO_BIN_EXE_chronos"))
         .args(["up", "--data-dir", data.to_str().unwrap(), "--listen", &addr, "--hashers", "1"])
         .env("CHRONOS_METRICS_LISTEN", "127.0.0.1:0")
-        // Tests run side by side: the bridge on free ports (run/bridge.http, run/bridge.ntp).
+        // Tests run side by side: the bridge on free ports (run/bridge.http, .grpc, .ntp, .roughtime).
         .env("CHRONOS_BRIDGE_LISTEN", "127.0.0.1:0")
         .env("CHRONOS_BRIDGE_NTP_LISTEN", "127.0.0.1:0")
+        .env("CHRONOS_BRIDGE_ROUGHTIME_LISTEN", "127.0.0.1:0")
+        .env("CHRONOS_BRIDGE_GRPC_LISTEN", "127.0.0.1:0")
         .env_remove("CHRONOS_DATABASE_URL")
         .stdout(log.try_clone().unwrap())
         .stderr(log)

@@ -113,6 +113,12 @@ impl Identity {
     }
 }
 
+/// The public key of the long-term key with seed `long_term` (what
+/// clients pin), without building an identity.
+pub fn long_term_public_key(long_term: &[u8; 32]) -> PublicKey {
+    SigningKey::from_bytes(long_term).verifying_key().to_bytes()
+}
+
 /// Checks a request packet: long enough, well formed, offering a version
 /// spoken here, and for this server if it names one.
 pub fn check_request(packet: &[u8], id: &Identity) -> Result<Request, Dropped> {
@@ -198,7 +204,7 @@ pub fn answer_batch(
     root.truncate(root_len);
 
     let mut srep = Message::new();
-    let mut put = |m: &mut Message, t: Tag, v: Vec<u8>| {
+    let put = |m: &mut Message, t: Tag, v: Vec<u8>| {
         // Fixed sizes far below the message limit: cannot fail.
         let _ = m.insert(t, v);
     };
@@ -207,7 +213,8 @@ pub fn answer_batch(
     put(&mut srep, Tag::ROOT, root);
     if let Some(n) = version.number() {
         put(&mut srep, Tag::VER, n.to_le_bytes().to_vec());
-        let vers: Vec<u8> = [Version::Rfc, Version::IetfDraft].iter().filter_map(|v| v.number()).flat_map(u32::to_le_bytes).collect();
+        let vers: Vec<u8> =
+            [Version::Rfc, Version::IetfDraft].iter().filter_map(|v| v.number()).flat_map(u32::to_le_bytes).collect();
         put(&mut srep, Tag::VERS, vers);
     }
     let srep = srep.encode();
