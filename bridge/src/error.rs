@@ -15,6 +15,10 @@ pub(crate) enum ServeError {
     /// The request is malformed or asks for something that cannot exist (400).
     #[error("{0}")]
     Rejected(String),
+    /// The route needs one of the bridge's bearer tokens and the request
+    /// carried none of them (401, `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(String),
     /// Nothing there (yet): a tile beyond the tree, a leaf not covered (404).
     #[error("{0}")]
     NotFound(String),

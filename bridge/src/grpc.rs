@@ -21,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::Shared;
+use crate::access::Group;
 use crate::error::ServeError;
 use crate::follow::Served;
 use crate::metrics::GrpcLabel;
@@ -48,6 +49,7 @@ impl From<ServeError> for Status {
     fn from(e: ServeError) -> Status {
         match e {
             ServeError::Rejected(m) => Status::invalid_argument(m),
+            ServeError::Unauthorized(m) => Status::unauthenticated(m),
             ServeError::NotFound(m) => Status::not_found(m),
             ServeError::Unavailable(m) => Status::unavailable(m),
             ServeError::Corrupt(m) => Status::internal(m),
@@ -86,6 +88,32 @@ fn checkpoint(s: &Served) -> pb::ledger::Checkpoint {
     }
 }
 
+/// Refuses a call of a group that is not public without one of the
+/// bridge's tokens (`authorization: Bearer <token>` metadata).
+fn authorize<T>(shared: &Shared, req: &Request<T>, group: Group) -> Result<(), Status> {
+    let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+    if shared.settings.access.allows(Some(group), given) {
+        Ok(())
+    } else {
+        Err(Status::unauthenticated(format!(
+            "{} needs a bearer token here (authorization: Bearer <token>)",
+            group.name()
+        )))
+    }
+}
+
+/// tonic's TLS configuration from the bridge's files.
+pub(crate) fn tls(files: &chronos_tls::ServerFiles) -> Result<tonic::transport::ServerTlsConfig, crate::BridgeError> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| crate::BridgeError::Setup(format!("{}: {e}", p.display())));
+    let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
+    let mut cfg = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &files.client_ca {
+        cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+    }
+    Ok(cfg)
+}
+
 fn stopping() -> Status {
     Status::unavailable("the bridge is stopping")
 }
@@ -97,7 +125,8 @@ struct TimeSvc(Arc<Shared>);
 #[tonic::async_trait]
 impl Time for TimeSvc {
     async fn now(&self, req: Request<pb::time::NowRequest>) -> Result<Response<pb::time::TimeReading>, Status> {
-        let r = query::time(&self.0, req.into_inner().signed).map(reading).map_err(Status::from);
+        let r = authorize(&self.0, &req, Group::Time)
+            .and_then(|()| query::time(&self.0, req.into_inner().signed).map(reading).map_err(Status::from));
         count(&self.0, "Time/Now", &r);
         r.map(Response::new)
     }
@@ -105,6 +134,10 @@ impl Time for TimeSvc {
     type WatchStream = Streamed<pb::time::TimeReading>;
 
     async fn watch(&self, req: Request<pb::time::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        if let Err(e) = authorize(&self.0, &req, Group::Time) {
+            count::<()>(&self.0, "Time/Watch", &Err(e.clone()));
+            return Err(e);
+        }
         let ms = req.into_inner().interval_ms;
         let every = match ms {
             0 => self.0.settings.stream.tick,
@@ -145,9 +178,10 @@ struct LedgerSvc(Arc<Shared>);
 impl Ledger for LedgerSvc {
     async fn get_checkpoint(
         &self,
-        _: Request<pb::ledger::GetCheckpointRequest>,
+        req: Request<pb::ledger::GetCheckpointRequest>,
     ) -> Result<Response<pb::ledger::Checkpoint>, Status> {
-        let r = query::latest(&self.0).map(|s| checkpoint(&s)).map_err(Status::from);
+        let r = authorize(&self.0, &req, Group::Checkpoint)
+            .and_then(|()| query::latest(&self.0).map(|s| checkpoint(&s)).map_err(Status::from));
         count(&self.0, "Ledger/GetCheckpoint", &r);
         r.map(Response::new)
     }
@@ -158,6 +192,7 @@ impl Ledger for LedgerSvc {
     ) -> Result<Response<pb::ledger::InclusionProof>, Status> {
         use pb::ledger::get_inclusion_proof_request::Leaf as Asked;
         let r = async {
+            authorize(&self.0, &req, Group::Proofs)?;
             let leaf = match req.into_inner().leaf {
                 Some(Asked::LeafIndex(i)) => Leaf::Index(i),
                 Some(Asked::LeafHash(h)) => {
@@ -186,6 +221,10 @@ impl Ledger for LedgerSvc {
         &self,
         req: Request<pb::ledger::GetConsistencyProofRequest>,
     ) -> Result<Response<pb::ledger::ConsistencyProof>, Status> {
+        if let Err(e) = authorize(&self.0, &req, Group::Proofs) {
+            count::<()>(&self.0, "Ledger/GetConsistencyProof", &Err(e.clone()));
+            return Err(e);
+        }
         let q = req.into_inner();
         let new = (q.new_size != 0).then_some(q.new_size);
         let r = query::consistency(&self.0, q.old_size, new)
@@ -208,9 +247,11 @@ impl Ledger for LedgerSvc {
 
     async fn watch_checkpoints(
         &self,
-        _: Request<pb::ledger::WatchCheckpointsRequest>,
+        req: Request<pb::ledger::WatchCheckpointsRequest>,
     ) -> Result<Response<Self::WatchCheckpointsStream>, Status> {
-        count::<()>(&self.0, "Ledger/WatchCheckpoints", &Ok(()));
+        let allowed = authorize(&self.0, &req, Group::Checkpoint);
+        count(&self.0, "Ledger/WatchCheckpoints", &allowed);
+        allowed?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.0.clone();
         // Subscribed before the newest is read: nothing falls in between.
@@ -250,10 +291,12 @@ impl Ledger for LedgerSvc {
     }
 }
 
-/// Serves gRPC on `listener` until `quit`.
+/// Serves gRPC on `listener` until `quit`, over TLS when `tls` is given
+/// (tonic's own rustls acceptor, with client certificates when a CA is).
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
     mut quit: tokio::sync::watch::Receiver<bool>,
 ) {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -295,7 +338,17 @@ pub(crate) async fn serve(
         })
     };
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    let r = tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(cfg) = tls {
+        server = match server.tls_config(cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "gRPC TLS configuration refused; not serving gRPC");
+                return;
+            }
+        };
+    }
+    let r = server
         .add_service(health_service)
         .add_optional_service(v1)
         .add_optional_service(v1alpha)

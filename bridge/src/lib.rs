@@ -36,6 +36,7 @@
 //! Roughtime answers, with its own key, and, when configured, time
 //! statements), or decide time (the time service does).
 
+pub mod access;
 mod db;
 mod error;
 mod follow;
@@ -134,6 +135,17 @@ pub fn run(
             ntp: ntp.as_ref().map(|s| local(s.local_addr())).transpose()?,
             roughtime: roughtime.as_ref().map(|s| local(s.local_addr())).transpose()?,
         });
+        // TLS files are read once, here: a bad one stops the start.
+        let http_tls = match &settings.tls {
+            Some(files) => Some(
+                chronos_tls::server_config(files, &[b"h2", b"http/1.1"]).map_err(|e| BridgeError::Setup(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let grpc_tls = match &settings.tls {
+            Some(files) => Some(grpc::tls(files)?),
+            None => None,
+        };
         let long_term = settings.roughtime.as_ref().map(|r| r.long_term_seed);
         let (quit_tx, quit_rx) = tokio::sync::watch::channel(false);
         let shared = Arc::new(Shared { settings, db, follow, time, metrics, quit: quit_rx.clone() });
@@ -142,11 +154,11 @@ pub fn run(
         tasks.push(tokio::spawn(follow::tick(shared.clone(), quit_rx.clone())));
         if let Some(l) = http {
             tracing::info!(addr = %l.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge HTTP (tiles, /v1, /v1/stream)");
-            tasks.push(tokio::spawn(http::serve(shared.clone(), l, quit_rx.clone())));
+            tasks.push(tokio::spawn(http::serve(shared.clone(), l, http_tls, quit_rx.clone())));
         }
         if let Some(l) = grpc {
             tracing::info!(addr = %l.local_addr().map_err(|e| BridgeError::Setup(e.to_string()))?, "bridge gRPC (time, ledger, health, reflection)");
-            tasks.push(tokio::spawn(grpc::serve(shared.clone(), l, quit_rx.clone())));
+            tasks.push(tokio::spawn(grpc::serve(shared.clone(), l, grpc_tls, quit_rx.clone())));
         }
         let mut threads = Vec::new();
         if let Some(s) = ntp {

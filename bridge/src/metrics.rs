@@ -36,6 +36,7 @@ pub struct Metrics {
     pub roughtime_dropped: Family<ReasonLabel, Counter>,
     pub requests: Family<RouteLabel, Counter>,
     pub grpc_requests: Family<GrpcLabel, Counter>,
+    pub tls_handshake_failures: Counter,
     pub checkpoints_served: Counter,
     pub checkpoints_refused: Counter,
     pub stream_clients: Gauge,
@@ -66,6 +67,11 @@ impl Metrics {
         );
         r.register("requests", "HTTP requests by route and status", self.requests.clone());
         r.register("grpc_requests", "gRPC calls by method and status code", self.grpc_requests.clone());
+        r.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the HTTP port that failed or timed out",
+            self.tls_handshake_failures.clone(),
+        );
         r.register("checkpoints_served", "Checkpoints checked and served", self.checkpoints_served.clone());
         r.register(
             "checkpoints_refused",

@@ -52,6 +52,11 @@ pub struct Settings {
     pub grpc: Option<SocketAddr>,
     /// Roughtime server; `None` = not served.
     pub roughtime: Option<Roughtime>,
+    /// TLS on the HTTP and gRPC ports (client certificates required when
+    /// a client CA is given); `None`: plain.
+    pub tls: Option<chronos_tls::ServerFiles>,
+    /// Tokens and what is public.
+    pub access: crate::access::Access,
     pub database_url: String,
     /// The log's checkpoint verifier key: nothing is served that it does not accept.
     pub verifier: NoteVerifier,

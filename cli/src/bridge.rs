@@ -36,6 +36,12 @@ pub struct BridgeConfig {
     pub ntp_burst: u32,
     /// Client addresses the NTP rate limiter tracks at once.
     pub ntp_clients: u64,
+    /// Bearer tokens (one per line), relative to the data directory; "" = no tokens, all
+    /// open. With tokens, every group not in `public` needs one.
+    pub token_file: String,
+    /// Groups readable without a token: checkpoint, tiles, time, proofs, events, stream.
+    /// Health, readiness, gRPC health and reflection, NTP and Roughtime are always public.
+    pub public: Vec<String>,
     /// Sign /v1/time?signed=true answers with the log's signing key.
     pub sign_time: bool,
     /// Interval between time ticks on /v1/stream, ms.
@@ -61,6 +67,8 @@ impl Default for BridgeConfig {
             ntp_rate: 2,
             ntp_burst: 16,
             ntp_clients: 65_536,
+            token_file: String::new(),
+            public: ["checkpoint", "tiles", "time"].map(String::from).to_vec(),
             sign_time: false,
             stream_tick_ms: 1_000,
             stream_queue: 64,
@@ -102,6 +110,19 @@ impl BridgeConfig {
             ensure!((lo..=hi).contains(&v), "bridge.{k}: {v} is not in {lo}..={hi}");
         }
         Ok(())
+    }
+
+    fn public_groups(&self) -> anyhow::Result<Vec<chronos_bridge::access::Group>> {
+        use chronos_bridge::access::Group;
+        self.public
+            .iter()
+            .map(|g| {
+                Group::parse(g).with_context(|| {
+                    let names: Vec<&str> = Group::ALL.iter().map(|g| g.name()).collect();
+                    format!("bridge.public: {g:?} is not one of {}", names.join(", "))
+                })
+            })
+            .collect()
     }
 
     /// Whether anything is served (else `up` does not start a bridge).
@@ -155,6 +176,15 @@ fn settings(plan: &Plan) -> anyhow::Result<chronos_bridge::Settings> {
                 long_term_seed: roughtime_seed(&plan.data_dir, &b.roughtime_key)?,
             }),
             None => None,
+        },
+        tls: plan.cfg.tls.files(&plan.data_dir),
+        access: chronos_bridge::access::Access {
+            tokens: chronos_tls::Tokens::new(crate::tls::read_tokens(
+                &plan.data_dir,
+                "bridge.token_file",
+                &b.token_file,
+            )?),
+            public: b.public_groups()?,
         },
         database_url: plan.database_url()?,
         verifier: plan.log.verifier()?,

@@ -35,6 +35,8 @@ pub struct Config {
     pub time: TimeConfig,
     #[serde(default)]
     pub bridge: crate::bridge::BridgeConfig,
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// `[ingest]`: the HTTP front door.
@@ -72,6 +74,10 @@ pub struct IngestConfig {
     /// clients wait in the listen backlog until one closes (connections
     /// silent or idle for 30 s are closed).
     pub max_connections: u64,
+    /// Serve /metrics on the ingest port (true, the default) or only on a
+    /// metrics address of its own (false): ingest slot i at `[metrics] listen`'s
+    /// port + 4 + hashers + i, written to DATA_DIR/run/ingest-<i>.metrics.
+    pub metrics_on_ingest_port: bool,
 }
 
 impl Default for IngestConfig {
@@ -89,6 +95,7 @@ impl Default for IngestConfig {
             retry_after_secs: 1,
             max_inflight_bytes: 256 << 20,
             max_connections: 512,
+            metrics_on_ingest_port: true,
         }
     }
 }
@@ -405,7 +412,7 @@ impl Config {
 
 /// Sections whose keys the environment may override (not `[log]`: the
 /// log's identity comes from the file only).
-const ENV_SECTIONS: [&str; 7] = ["ingest", "pipeline", "vault", "database", "metrics", "time", "bridge"];
+const ENV_SECTIONS: [&str; 8] = ["ingest", "pipeline", "vault", "database", "metrics", "time", "bridge", "tls"];
 
 /// Applies `CHRONOS_<SECTION>_<KEY>` variables. The value is read as a TOML
 /// value when it parses as one (numbers, booleans), else as a string. An

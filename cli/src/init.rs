@@ -70,6 +70,7 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
         metrics: Default::default(),
         time: Default::default(),
         bridge,
+        tls: Default::default(),
     };
     let text = format!(
         "# Chronos configuration, written by `chronos init`.\n\

@@ -25,6 +25,7 @@ mod prove;
 mod rings;
 mod services;
 mod time;
+mod tls;
 mod up;
 mod verify;
 

@@ -134,6 +134,7 @@ impl Plan {
         let names = RingNames::new(&instance);
         let time = cfg.time.validate(instance)?;
         cfg.bridge.check()?;
+        cfg.tls.check()?;
         Ok(Plan { data_dir: data_dir.to_path_buf(), log, cfg, topology, names, time })
     }
 
@@ -426,24 +427,7 @@ fn tokens(plan: &Plan) -> anyhow::Result<Vec<String>> {
         ensure!(!t.trim().is_empty(), "CHRONOS_INGEST_TOKEN is set but empty");
         return Ok(vec![t.trim().to_owned()]);
     }
-    let f = &plan.cfg.ingest.token_file;
-    if f.is_empty() {
-        return Ok(Vec::new());
-    }
-    let path = plan.data_dir.join(f);
-    let t = std::fs::read_to_string(&path).with_context(|| format!("ingest.token_file: reading {}", path.display()))?;
-    let tokens: Vec<String> =
-        t.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
-    ensure!(!tokens.is_empty(), "ingest.token_file: {} holds no token", path.display());
-    for (i, tok) in tokens.iter().enumerate() {
-        ensure!(
-            tok.bytes().all(|b| b.is_ascii_graphic()),
-            "ingest.token_file: {} line {}: a token is printable ASCII without spaces",
-            path.display(),
-            i + 1
-        );
-    }
-    Ok(tokens)
+    crate::tls::read_tokens(&plan.data_dir, "ingest.token_file", &plan.cfg.ingest.token_file)
 }
 
 pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
@@ -462,9 +446,21 @@ pub fn ingest(plan: &Plan, slot: u16) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
+    // /metrics off the public port when asked: a listener of its own
+    // (plain HTTP, loopback by default), bound before serving.
+    let metrics_listener = if plan.cfg.ingest.metrics_on_ingest_port {
+        None
+    } else {
+        let addr = metrics_addr(plan, 4 + plan.topology.hashers + slot);
+        let l = std::net::TcpListener::bind(addr).with_context(|| format!("ingest /metrics at {addr}"))?;
+        let file = plan.run_dir().join(format!("ingest-{slot}.metrics"));
+        std::fs::write(&file, format!("{}\n", l.local_addr()?))?;
+        Some(l)
+    };
     rt.block_on(chronos_ingest::server::serve(
         settings,
         listener,
+        metrics_listener,
         chronos_ingest::server::Metrics::default(),
         Registry::default(),
         shutdown,
@@ -493,7 +489,8 @@ fn ingest_settings(
         topology: plan.topology,
         slot,
         limits: plan.limits(),
-        tokens: tokens(plan)?,
+        tokens: chronos_tls::Tokens::new(tokens(plan)?),
+        tls: plan.cfg.tls.http1(&plan.data_dir)?,
         ack_timeout: Duration::from_millis(i.ack_timeout_ms),
         retry_after_secs: i.retry_after_secs,
         max_inflight_bytes: i.max_inflight_bytes as usize,

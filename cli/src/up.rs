@@ -442,6 +442,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         }
     }
     let mut announced = false;
+    let mut bridge_announced = false;
     let mut pg_backoff = Duration::from_millis(100);
     let mut pg_started = Instant::now();
     let mut lease_retry = Instant::now();
@@ -500,7 +501,10 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         }
         if !announced && serving(&run_dir, plan.topology.ingests) {
             announced = true;
-            banner(&bound.to_string(), data_dir, started);
+            banner(&bound.to_string(), &plan, started);
+        }
+        if announced && !bridge_announced {
+            bridge_announced = bridge_banner(&plan);
         }
         std::thread::sleep(Duration::from_millis(50));
         rt.block_on(tokio::task::yield_now());
@@ -627,17 +631,62 @@ fn drain(
 }
 
 #[allow(clippy::print_stdout)] // the command's output
-fn banner(addr: &str, data_dir: &Path, started: Instant) {
-    println!("Chronos is up ({:.1} s). Send logs to http://{addr}/ingest", started.elapsed().as_secs_f64());
+fn banner(addr: &str, plan: &Plan, started: Instant) {
+    let data_dir = &plan.data_dir;
+    let http = plan.cfg.tls.scheme();
+    println!("Chronos is up ({:.1} s). Send logs to {http}://{addr}/ingest", started.elapsed().as_secs_f64());
     println!(
-        "  curl -X POST http://{addr}/ingest -H 'content-type: application/x-ndjson' --data-binary @events.ndjson"
+        "  curl -X POST {http}://{addr}/ingest -H 'content-type: application/x-ndjson' --data-binary @events.ndjson"
     );
-    println!("  Vector: a sink of type \"http\" with uri = \"http://{addr}/ingest\" and encoding.codec = \"json\"");
-    println!("  health: http://{addr}/healthz  ready: http://{addr}/readyz  metrics: http://{addr}/metrics");
+    println!("  Vector: a sink of type \"http\" with uri = \"{http}://{addr}/ingest\" and encoding.codec = \"json\"");
+    let metrics = if plan.cfg.ingest.metrics_on_ingest_port {
+        format!("{http}://{addr}/metrics")
+    } else {
+        "see DATA_DIR/run/ingest-<i>.metrics".to_owned()
+    };
+    println!("  health: {http}://{addr}/healthz  ready: {http}://{addr}/readyz  metrics: {metrics}");
     let (d, vkey) = (data_dir.display(), data_dir.join("log.vkey"));
     println!("Verify: chronos verify --data-dir {d} --key {}", vkey.display());
     println!("Prove one event: chronos prove --data-dir {d} --leaf N -o event.tlog-proof (check it with verify-proof)");
     println!("Stop: Ctrl-C (everything accepted is committed and covered by a final signed checkpoint).");
+}
+
+/// Once the bridge has bound its surfaces, says where they are (from the
+/// addresses it wrote under DATA_DIR/run). `false` until then.
+#[allow(clippy::print_stdout)] // the command's output
+fn bridge_banner(plan: &Plan) -> bool {
+    let b = &plan.cfg.bridge;
+    if !b.enabled() {
+        return true;
+    }
+    let run = plan.run_dir();
+    let mut parts = Vec::new();
+    for (configured, file, shown) in [
+        (&b.listen, "bridge.http", "HTTP"),
+        (&b.grpc_listen, "bridge.grpc", "gRPC"),
+        (&b.ntp_listen, "bridge.ntp", "NTP"),
+        (&b.roughtime_listen, "bridge.roughtime", "Roughtime"),
+    ] {
+        if configured.is_empty() {
+            continue;
+        }
+        let Ok(addr) = std::fs::read_to_string(run.join(file)) else { return false };
+        parts.push((shown, addr.trim().to_owned()));
+    }
+    let http = plan.cfg.tls.scheme();
+    for (shown, addr) in parts {
+        match shown {
+            "HTTP" => println!(
+                "Read the log and its time: {http}://{addr}/checkpoint  {http}://{addr}/v1/time  (tiles, /v1 proofs, /v1/stream)"
+            ),
+            "Roughtime" => println!(
+                "  Roughtime {addr} (long-term key: {})",
+                plan.data_dir.join(format!("{}.pub", b.roughtime_key)).display()
+            ),
+            other => println!("  {other} {addr}"),
+        }
+    }
+    true
 }
 
 #[cfg(test)]

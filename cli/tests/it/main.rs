@@ -98,4 +98,5 @@ mod pipeline;
 mod promises;
 mod supervisor;
 mod time;
+mod tls;
 mod verify;

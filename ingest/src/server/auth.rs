@@ -12,22 +12,9 @@ use super::Shared;
 pub(super) fn identity(s: &Shared, headers: &HeaderMap) -> Option<Vec<u8>> {
     let mut id = Vec::new();
     if !s.settings.tokens.is_empty() {
-        let v = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())?;
-        // The scheme is case-insensitive (RFC 9110, 11.1).
-        let (scheme, given) = v.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return None;
-        }
-        let given = given.trim_start().as_bytes();
-        // Constant-time comparison with every token: they are secrets, and
-        // which one matched must not show in the timing either.
-        let mut matched = None;
-        for (i, token) in s.settings.tokens.iter().enumerate() {
-            if bool::from(subtle::ConstantTimeEq::ct_eq(given, token.as_bytes())) {
-                matched = Some(i);
-            }
-        }
-        id.extend_from_slice(s.settings.tokens[matched?].as_bytes());
+        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        let matched = s.settings.tokens.matching(given)?;
+        id.extend_from_slice(s.settings.tokens.get(matched)?);
     }
     id.push(0);
     if let Some(client) = headers.get(CLIENT_HEADER) {

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub(super) bytes: Counter,
     pub(super) ack_seconds: Histogram,
     inflight_bytes: Gauge,
+    pub(super) tls_handshake_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -38,6 +39,7 @@ impl Default for Metrics {
             bytes: Counter::default(),
             ack_seconds: Histogram::new([0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0]),
             inflight_bytes: Gauge::default(),
+            tls_handshake_failures: Counter::default(),
         }
     }
 }
@@ -50,6 +52,11 @@ impl Metrics {
             "chronos_ingest_inflight_bytes",
             "Body memory reserved now (ingest.max_inflight_bytes is the most), KiB granularity",
             self.inflight_bytes.clone(),
+        );
+        r.register(
+            "chronos_ingest_tls_handshake_failures",
+            "TLS handshakes that failed or timed out (no certificate, an untrusted one, a stalled client)",
+            self.tls_handshake_failures.clone(),
         );
         r.register("chronos_ingest_event_bytes", "Event bytes acknowledged", self.bytes.clone());
         r.register("chronos_ingest_ack_seconds", "Time from a body's arrival to its commit", self.ack_seconds.clone());

@@ -107,10 +107,12 @@ enum Answer {
 }
 
 /// Serves on `listener` until `shutdown` completes, then finishes the
-/// requests in flight.
+/// requests in flight. With `metrics_listener`, `/metrics` is served
+/// there (plain HTTP) and not on `listener`.
 pub async fn serve(
     settings: Settings,
     listener: std::net::TcpListener,
+    metrics_listener: Option<std::net::TcpListener>,
     metrics: Metrics,
     mut registry: Registry,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -161,12 +163,26 @@ pub async fn serve(
         // Other methods get axum's 405, which names the allowed ones (Allow).
         .route("/ingest", axum::routing::head(|| async { StatusCode::OK }).post(post_ingest))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .with_state(shared.clone());
+        .route("/readyz", get(readyz));
+    let app = match metrics_listener {
+        None => app.route("/metrics", get(metrics_text)),
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(addr = %l.local_addr()?, "ingest metrics at /metrics (not on the ingest port)");
+            let metrics_app = Router::new().route("/metrics", get(metrics_text)).with_state(shared.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, metrics_app).await {
+                    tracing::warn!(error = %e, "ingest /metrics server failed");
+                }
+            });
+            app
+        }
+    };
+    let app = app.with_state(shared.clone());
     let mut listener =
         crate::limit::Limited::new(tokio::net::TcpListener::from_std(listener)?, shared.settings.max_connections);
-    tracing::info!(addr = %listener.local_addr()?, slot = shared.settings.slot, "ingest listening");
+    tracing::info!(addr = %listener.local_addr()?, slot = shared.settings.slot, tls = shared.settings.tls.is_some(), "ingest listening");
     // HTTP/1.1 (what Vector's http sink and HTTP clients send to a plain
     // http:// address; axum::serve also took HTTP/2 with prior knowledge),
     // with a smaller read buffer per connection (hyper's default grows to
@@ -180,16 +196,36 @@ pub async fn serve(
     http.half_close(true);
     let service = hyper_util::service::TowerToHyperService::new(app);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = shared.settings.tls.clone().map(chronos_tls::TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
             () = &mut shutdown => break,
         };
-        let c = http.serve_connection(hyper_util::rt::TokioIo::new(conn), service.clone());
-        let c = graceful.watch(c);
+        let Some(tls) = &tls else {
+            let c = graceful.watch(http.serve_connection(hyper_util::rt::TokioIo::new(conn), service.clone()));
+            tokio::spawn(async move {
+                if let Err(e) = c.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+            continue;
+        };
+        // The handshake runs in the connection's own task (with a
+        // deadline), never in the accept loop.
+        let (tls, http, service, watcher) = (tls.clone(), http.clone(), service.clone(), graceful.watcher());
+        let metrics = shared.metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = c.await {
+            let conn = match chronos_tls::accept(&tls, conn).await {
+                Ok(c) => c,
+                Err(e) => {
+                    metrics.tls_handshake_failures.inc();
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            if let Err(e) = watcher.watch(http.serve_connection(hyper_util::rt::TokioIo::new(conn), service)).await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });

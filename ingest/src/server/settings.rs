@@ -17,7 +17,10 @@ pub struct Settings {
     pub limits: Limits,
     /// Bearer tokens accepted on `POST /ingest` (none: no authentication).
     /// Each is one client identity for the idempotency key.
-    pub tokens: Vec<String>,
+    pub tokens: chronos_tls::Tokens,
+    /// TLS (with client certificates when its configuration asks for
+    /// them); `None`: plain HTTP.
+    pub tls: Option<Arc<chronos_tls::rustls::ServerConfig>>,
     /// How long a request waits for its commit before answering 503.
     pub ack_timeout: Duration,
     /// `Retry-After` seconds on 503.
