@@ -76,6 +76,7 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
         },
     );
     assert!(served["source"].as_str().unwrap().starts_with("quorum:2/3:"), "{served:#}");
+    super::spec::check("bridge/time", &served);
     let uncertainty_s = served["uncertainty_ns"].as_f64().unwrap() / 1e9;
     // The clients run on this host, whose clock the honest sources serve:
     // the offsets they measure are within the served uncertainty (plus
@@ -106,6 +107,7 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
     // an independent signed-note implementation.
     let (status, signed) = get_json(&web, "/v1/time?signed=true");
     assert_eq!(status, 200, "{signed:#}");
+    super::spec::check("bridge/time", &signed);
     let vkey = std::fs::read_to_string(s.data().join("log.vkey")).unwrap();
     let verifier = signed_note::StandardVerifier::new(vkey.trim()).unwrap();
     let note = signed_note::Note::from_bytes(signed["note"].as_str().unwrap().as_bytes()).unwrap();
@@ -165,6 +167,7 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
         },
     );
     assert!(lost["reason"].as_str().unwrap().contains("agree"), "{lost:#}");
+    super::spec::check("bridge/time", &lost);
     std::thread::sleep(Duration::from_millis(100)); // let the loopback client's bucket refill a little
     // ntpdig checks the stratum (16: unsynchronized) before the leap indicator.
     let refused = |t: &str| {
@@ -309,7 +312,9 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     let mut first_size = 0;
     for round in 1..=ROUNDS {
         let (b, _) = body(&format!("round-{round}"), PER_ROUND as usize, true);
-        assert_eq!(s.post(&b, &[]).status, 200);
+        let ack = s.post(&b, &[]);
+        assert_eq!(ack.status, 200);
+        super::spec::check("ingest/ack", &serde_json::from_str(&ack.body).unwrap());
         let (cp, _) = wait_for(
             Duration::from_secs(30),
             "a checkpoint of every leaf",
@@ -331,6 +336,9 @@ with connect(sys.argv[1], open_timeout=10) as ws:
         }
         prev = Some(cp);
     }
+    let refused = s.post(b"{\"a\":1}\nnot json\n", &[]);
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    super::spec::check("ingest/error", &serde_json::from_str(&refused.body).unwrap());
     let head = prev.unwrap();
     let size = head.size();
     let reader = tlog_tiles::TileHashReader::new(size, *head.hash(), &tiles);
@@ -357,6 +365,9 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     // accepts, and a consistency proof tlog_tiles accepts.
     let (status, inc) = get_json(&web, &format!("/v1/proof/inclusion?leaf={leaf}"));
     assert_eq!(status, 200, "{inc:#}");
+    super::spec::check("bridge/inclusion", &inc);
+    let (_, cp_json) = get_json(&web, "/v1/checkpoint");
+    super::spec::check("bridge/checkpoint", &cp_json);
     let file = s.dir.path().join("leaf.tlog-proof");
     std::fs::write(&file, inc["proof"].as_str().unwrap()).unwrap();
     let event = s.dir.path().join("leaf.json");
@@ -369,6 +380,9 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     assert!(out.status.success(), "verify-proof: {}", String::from_utf8_lossy(&out.stderr));
     let (status, cons) = get_json(&web, &format!("/v1/proof/consistency?old={first_size}"));
     assert_eq!(status, 200, "{cons:#}");
+    super::spec::check("bridge/consistency", &cons);
+    let (_, from_empty) = get_json(&web, "/v1/proof/consistency?old=0");
+    super::spec::check("bridge/consistency", &from_empty);
     let hashes: Vec<tlog_tiles::Hash> = cons["proof"]
         .as_array()
         .unwrap()
@@ -392,7 +406,7 @@ with connect(sys.argv[1], open_timeout=10) as ws:
     ] {
         let (got, v) = get_json(&web, path);
         assert_eq!(got, status, "{path}: {v}");
-        assert!(!v["error"].as_str().unwrap().is_empty(), "{path}: {v}");
+        super::spec::check("bridge/error", &v);
     }
 
     // The WebSocket client saw a time tick and every checkpoint it was
@@ -403,6 +417,7 @@ with connect(sys.argv[1], open_timeout=10) as ws:
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let mut sizes = Vec::new();
     for m in &messages {
+        super::spec::check("bridge/stream", m);
         match m["type"].as_str().unwrap() {
             "time" => assert!(m["earliest_ns"].as_u64().unwrap() <= m["latest_ns"].as_u64().unwrap(), "{m}"),
             "checkpoint" => {

@@ -96,6 +96,7 @@ mod bridge_grpc;
 mod bridge_roughtime;
 mod pipeline;
 mod promises;
+mod spec;
 mod supervisor;
 mod time;
 mod tls;
