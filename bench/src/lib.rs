@@ -19,6 +19,7 @@ pub mod limits;
 pub mod load;
 pub mod procs;
 pub mod report;
+pub mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

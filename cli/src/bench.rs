@@ -97,7 +97,11 @@ impl TimeArg {
 }
 
 /// Writes `[time]` for `mode` into the log's configuration.
-fn configure_time(data_dir: &Path, mode: TimeArg, sources: &[crate::loopback_ntp::LoopbackNtp]) -> anyhow::Result<()> {
+pub(crate) fn configure_time(
+    data_dir: &Path,
+    mode: TimeArg,
+    sources: &[crate::loopback_ntp::LoopbackNtp],
+) -> anyhow::Result<()> {
     let path = data_dir.join(crate::config::CONFIG_FILE);
     let mut table: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)?;
     let mut time = toml::Table::new();
@@ -166,20 +170,22 @@ impl Args {
     }
 }
 
-struct UpLauncher {
-    exe: PathBuf,
-    data_dir: PathBuf,
-    database_url: Option<String>,
-    listen: SocketAddr,
-    log: PathBuf,
-    child: Option<Child>,
+pub(crate) struct UpLauncher {
+    pub exe: PathBuf,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub listen: SocketAddr,
+    pub log: PathBuf,
+    pub child: Option<Child>,
+    /// More environment for `chronos up` (configuration overrides).
+    pub env: Vec<(String, String)>,
 }
 
-fn free_port() -> std::io::Result<u16> {
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn read_pid(path: &Path) -> Option<i32> {
+pub(crate) fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.lines().next()?.trim().parse().ok()
 }
 
@@ -223,6 +229,7 @@ impl Launcher for UpLauncher {
         if let Some(url) = &self.database_url {
             c.args(["--database-url", url]);
         }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         let child = c.spawn()?;
         let up_pid = child.id() as i32;
         self.child = Some(child);
@@ -287,7 +294,7 @@ impl Drop for UpLauncher {
 }
 
 /// A description of this machine for the report.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -342,7 +349,7 @@ fn time_comparison(runs: &[(TimeArg, chronos_bench::Results)]) -> String {
     out
 }
 
-fn today() -> String {
+pub(crate) fn today() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     chronos_bench::events::rfc3339(secs * 1_000_000_000)[..10].to_owned()
 }
@@ -377,6 +384,7 @@ fn run(args: &Args, data_dir: &Path) -> anyhow::Result<()> {
         listen: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
         log: data_dir.with_extension("up.log"),
         child: None,
+        env: Vec::new(),
     };
     eprintln!("chronos bench: log in {}, chronos up writes to {}", data_dir.display(), launcher.log.display());
     let say = |s: &str| eprintln!("chronos bench: {s}");

@@ -14,6 +14,7 @@
 //! service refused to go on (fail closed; `up` does not restart it).
 
 mod bench;
+mod bench_bridge;
 mod bridge;
 mod config;
 mod database;
@@ -82,6 +83,12 @@ enum Command {
     Bench {
         #[command(flatten)]
         args: bench::Args,
+    },
+    /// Measure the bridge: NTP answers beside chronyd, Roughtime answers beside roughenough-server
+    /// (one load generator, one run), inclusion proofs over HTTP. Prints a Markdown report.
+    BenchBridge {
+        #[command(flatten)]
+        args: bench_bridge::Args,
     },
     /// Check a log the way an outsider would: every event, batch root, chain link,
     /// tree and checkpoint signature. Exit 0 intact, 1 tampering found, 2 could not check,
@@ -258,6 +265,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::VerifyProof { file, key, event } => prove::verify_proof(&file, &key, event.as_deref())?,
         Command::Consistency { source, old, new, key } => prove::consistency(&source, key.as_deref(), &old, &new)?,
         Command::Bench { args } => bench::bench(args)?,
+        Command::BenchBridge { args } => bench_bridge::bench_bridge(args)?,
         Command::Time { source, json } => return time::time(&source, json),
         Command::Bridge { data_dir, database_url } => {
             services::init_tracing("bridge");

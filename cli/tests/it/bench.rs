@@ -65,3 +65,42 @@ fn a_short_bench_prints_the_table_and_finds_every_acknowledged_event() {
     // A data directory that was given is kept.
     assert!(data.join("chronos.toml").exists());
 }
+
+#[test]
+fn a_short_bridge_bench_measures_each_server_with_every_request_answered() {
+    let dir = tempfile::Builder::new().prefix("chronos-bench-bridge-it-").tempdir_in("/tmp").unwrap();
+    let report = dir.path().join("bridge.md");
+    let out = super::chronos(
+        &[
+            "bench-bridge",
+            "--duration",
+            "1",
+            "--threads",
+            "2",
+            "--events",
+            "2000",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let md = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(std::fs::read_to_string(&report).unwrap(), md);
+    let rows: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| NTP") || l.starts_with("| Roughtime") || l.starts_with("| inclusion"))
+        .collect();
+    assert_eq!(rows.len(), 9, "{md}");
+    for server in ["| Chronos bridge |", "| chronyd", "| roughenough-server 2.2"] {
+        assert!(rows.iter().any(|r| r.contains(server)), "{server} in\n{md}");
+    }
+    for r in rows {
+        let cells: Vec<&str> = r.split('|').map(str::trim).collect();
+        // | what | server | load | answers/s | per CPU-s | busy | p50 | p99 | unanswered |
+        let answers: f64 = cells[4].parse().unwrap_or_else(|_| panic!("{r}"));
+        assert!(answers > 0.0, "no answers: {r}");
+        assert_eq!(cells[9], "0", "every request answered: {r}");
+    }
+}
