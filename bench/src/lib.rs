@@ -322,7 +322,7 @@ async fn measure(
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, BenchError> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (client, conn) = chronos_tls::pg::connect(url).await?;
     tokio::spawn(conn);
     Ok(client)
 }

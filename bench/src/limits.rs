@@ -80,7 +80,7 @@ async fn copy_in(
 }
 
 pub async fn raw_copy(url: &str, lo: u64, hi: u64, reps: usize) -> Result<CopyLimits, tokio_postgres::Error> {
-    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let (mut client, conn) = chronos_tls::pg::connect(url).await?;
     let driver = tokio::spawn(conn);
     let s = SCRATCH_SCHEMA;
     // Partitions as the vault writer makes them: 2^26 leaves each, UNLOGGED.

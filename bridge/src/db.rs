@@ -24,7 +24,7 @@ impl Db {
         if let Some(c) = slot.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let connect = tokio_postgres::connect(&self.url, tokio_postgres::NoTls);
+        let connect = chronos_tls::pg::connect(&self.url);
         let (client, conn) = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
             .await
             .map_err(|_| ServeError::Unavailable("PostgreSQL did not answer within 5 s".into()))?

@@ -65,7 +65,7 @@ impl Source {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let probe = || {
             rt.block_on(async {
-                let probe = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+                let probe = chronos_tls::pg::connect(&url);
                 match tokio::time::timeout(Duration::from_secs(5), probe).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(e.to_string()),
@@ -100,7 +100,7 @@ impl Source {
 
 /// Connects, with the connection driven on the current runtime.
 pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (client, conn) = chronos_tls::pg::connect(url)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
     tokio::spawn(async move {

@@ -14,7 +14,7 @@ use crate::database::Source;
 
 /// The last stored round: its evidence and its age in seconds.
 async fn last_round(url: &str) -> anyhow::Result<Option<(Evidence, f64)>> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (client, conn) = chronos_tls::pg::connect(url)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::database::redact(url)))?;
     tokio::spawn(conn);

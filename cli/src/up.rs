@@ -59,7 +59,7 @@ struct Lease {
 async fn lease_connection(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     // Bounded: the supervisor's loop waits on this, and must go on tending
     // its children (and hearing Ctrl-C) when the server is unreachable.
-    let connect = tokio_postgres::connect(url, tokio_postgres::NoTls);
+    let connect = chronos_tls::pg::connect(url);
     let (client, conn) = tokio::time::timeout(Duration::from_secs(5), connect)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within 5 s"))
@@ -320,7 +320,7 @@ fn stop_all(procs: &mut [Proc], grace: Duration, signals: &Signals) {
 }
 
 async fn migrate(url: &str) -> anyhow::Result<()> {
-    let (mut client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let (mut client, conn) = chronos_tls::pg::connect(url)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::database::redact(url)))?;
     let task = tokio::spawn(conn);

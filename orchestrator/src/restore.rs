@@ -4,7 +4,6 @@
 use chronos_ledger::{ChainHead, Checkpoint, CompactRange, Hash};
 use chronos_vault::store::{LogIdentity, RecentKey, Vault};
 use chronos_vault::{schema, tiles};
-use tokio_postgres::NoTls;
 
 use crate::stages::{Chain, Sequence, Timestamp, Tree, Validate};
 use crate::{OrchestratorError, Settings, Spine};
@@ -33,7 +32,7 @@ pub struct LastSigned {
 
 /// Connects, migrates and wraps a vault whose commits are fenced by `epoch`.
 pub async fn connect(url: &str, epoch: u64) -> Result<Vault, chronos_vault::store::VaultError> {
-    let (mut client, conn) = tokio_postgres::connect(url, NoTls).await?;
+    let (mut client, conn) = chronos_tls::pg::connect(url).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "database connection closed");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 pub(crate) struct Store {
     client: Client,
@@ -15,7 +15,7 @@ pub(crate) type StoreError = tokio_postgres::Error;
 
 impl Store {
     pub async fn connect(url: &str) -> Result<Store, String> {
-        let connect = tokio_postgres::connect(url, NoTls);
+        let connect = chronos_tls::pg::connect(url);
         let (client, conn) = tokio::time::timeout(Duration::from_secs(5), connect)
             .await
             .map_err(|_| "no answer from PostgreSQL within 5 s".to_owned())?

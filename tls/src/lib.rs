@@ -7,10 +7,14 @@
 //! * [`accept`] runs a handshake with a deadline, so a client that opens
 //!   a connection and stalls cannot hold it.
 //! * [`Tokens`] checks `Authorization: Bearer` values in constant time.
+//! * [`pg::connect`] connects to PostgreSQL with TLS as the connection
+//!   string's `sslmode` and `sslrootcert` ask (libpq's meanings).
 //!
 //! What it does not do: create certificates, reload them when the files
-//! change (a restart does), or decide which surface needs a token (the
-//! services' settings do).
+//! change (a restart does), decide which surface needs a token (the
+//! services' settings do), or present client certificates to PostgreSQL.
+
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

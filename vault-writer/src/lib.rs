@@ -46,7 +46,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use tokio_postgres::NoTls;
 
 /// When a flush is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,7 +405,7 @@ impl From<VaultError> for FlushError {
 
 impl Writer<'_> {
     async fn connect(&mut self) -> Result<(), VaultWriterError> {
-        let (mut client, conn) = tokio_postgres::connect(&self.s.database_url, NoTls)
+        let (mut client, conn) = chronos_tls::pg::connect(&self.s.database_url)
             .await
             .map_err(|e| VaultWriterError::Unavailable(e.to_string()))?;
         tokio::spawn(async move {
@@ -747,7 +746,7 @@ async fn rebuild(
     let mut backoff = Duration::from_millis(100);
     loop {
         let attempt = async {
-            let (client, conn) = tokio_postgres::connect(url, NoTls).await?;
+            let (client, conn) = chronos_tls::pg::connect(url).await?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });

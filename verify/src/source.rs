@@ -12,7 +12,7 @@ use std::sync::{Arc, Barrier};
 
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::Error;
 use crate::copy::{CopyError, Fields, RowReader};
@@ -165,7 +165,7 @@ async fn pump<T: Send + 'static>(
 }
 
 async fn connect(url: &str) -> Result<Client, Error> {
-    let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(Error::Connect)?;
+    let (client, conn) = chronos_tls::pg::connect(url).await.map_err(Error::Connect)?;
     // A broken connection surfaces as the error of the query using it.
     tokio::spawn(async move {
         let _ = conn.await;

@@ -24,7 +24,7 @@ pub(crate) struct TimeCheck {
 pub(crate) fn check(url: &str, last_seq: u64) -> Result<TimeCheck, Error> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(Error::Connect)?;
+        let (client, conn) = chronos_tls::pg::connect(url).await.map_err(Error::Connect)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

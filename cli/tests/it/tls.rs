@@ -241,3 +241,111 @@ fn set(table: &mut toml::Table, section: &str, key: &str, value: toml::Value) {
     let t = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
     t.as_table_mut().unwrap().insert(key.into(), value);
 }
+
+/// The connection's `sslmode` and `sslrootcert` added to `url`.
+fn with_tls(url: &str, query: &str) -> String {
+    format!("{url}?{query}")
+}
+
+#[test]
+fn postgresql_is_reached_over_tls_as_sslmode_says_and_an_unknown_ca_or_plain_connection_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let pg = chronos_pg_harness::PgCluster::start().unwrap();
+    let dir = tempfile::Builder::new().prefix("chronos-pgtls-").tempdir_in("/tmp").unwrap();
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir(&pki_dir).unwrap();
+    pki(&pki_dir);
+    // The server's certificate and key in its data directory, owned by
+    // the server's user, the key 0600 as PostgreSQL demands.
+    let data_dir = pg.data_dir();
+    let owner = std::fs::metadata(&data_dir).unwrap();
+    for (f, mode) in [("server.pem", 0o644), ("server.key", 0o600)] {
+        let to = data_dir.join(f);
+        std::fs::copy(pki_dir.join(f), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::os::unix::fs::chown(&to, Some(std::os::unix::fs::MetadataExt::uid(&owner)), None).unwrap();
+    }
+    let url = pg.create_database("tlslog").unwrap();
+    // TLS on, and plain TCP connections refused (psql, run as the server's
+    // user, is not used after this: it could not read root's ~/.postgresql).
+    let hba = data_dir.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("hostnossl all all 127.0.0.1/32 reject\n{rules}")).unwrap();
+    for sql in [
+        format!("ALTER SYSTEM SET ssl_cert_file = '{}'", data_dir.join("server.pem").display()),
+        format!("ALTER SYSTEM SET ssl_key_file = '{}'", data_dir.join("server.key").display()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        pg.psql("postgres", &sql).unwrap();
+    }
+    let ca = pki_dir.join("ca.pem");
+    let good = with_tls(&url, &format!("sslmode=verify-full&sslrootcert={}", ca.display()));
+
+    // Chronos up, all of it (vault writer, orchestrator, time, bridge)
+    // through verify-full: a body is committed.
+    let data = dir.path().join("data");
+    assert!(
+        super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/pgtls"], &[])
+            .status
+            .success()
+    );
+    let addr = format!("127.0.0.1:{}", super::pipeline::free_port());
+    let log = dir.path().join("up.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut up = super::pipeline::Up(super::pipeline::up_command(&data, &good, &addr, &log, &[]).spawn().unwrap());
+    wait_for(Duration::from_secs(60), "ready over TLS", read, || {
+        (http(&addr, "GET", "/readyz", &[], b"").ok()?.status == 200).then_some(())
+    });
+    let r = http(
+        &addr,
+        "POST",
+        "/ingest",
+        &[("content-type", "application/x-ndjson")],
+        b"{\"m\":\"over tls to postgres\"}\n",
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}: {}", r.body, read());
+    // Every TCP connection PostgreSQL holds is encrypted (plain ones are
+    // refused by pg_hba.conf), and Chronos's services hold some.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let tls: String = rt.block_on(async {
+        let (client, conn) = chronos_tls::pg::connect(&good).await.unwrap();
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT count(*)::text || '|' || bool_and(s.ssl)::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.datname = 'tlslog' AND a.pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get(0)
+    });
+    let (n, all) = tls.split_once('|').unwrap();
+    assert!(n.parse::<u32>().unwrap() >= 2 && all == "true", "connections to the log's database: {tls}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(up.0.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    assert!(up.0.wait().unwrap().success(), "{}", read());
+    let verify = |u: &str| super::chronos(&["verify", "--database-url", u, "--json"], &[]);
+    let out = verify(&good);
+    assert!(out.status.success(), "verify over TLS: {}", String::from_utf8_lossy(&out.stderr));
+
+    // A CA that did not sign the server's certificate: refused, saying why.
+    let rogue = with_tls(&url, &format!("sslmode=verify-full&sslrootcert={}", pki_dir.join("rogue-ca.pem").display()));
+    let out = verify(&rogue);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.to_lowercase().contains("certificate"), "an unknown CA: {err}");
+    // No TLS at all: the server refuses, and the error names pg_hba.conf.
+    let out = verify(&with_tls(&url, "sslmode=disable"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no encryption"), "sslmode=disable: {err}");
+    // require (encrypted, not authenticated) and the default prefer work.
+    for q in ["sslmode=require", "application_name=chronos-test"] {
+        let out = verify(&with_tls(&url, q));
+        assert!(out.status.success(), "{q}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // A root certificate that cannot be read is named.
+    let out = verify(&with_tls(&url, "sslmode=verify-ca&sslrootcert=/nonexistent/ca.pem"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("/nonexistent/ca.pem"), "{err}");
+}
