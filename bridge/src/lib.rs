@@ -49,6 +49,7 @@ pub mod rate;
 mod roughtime;
 pub mod settings;
 pub mod tile_path;
+mod udp;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

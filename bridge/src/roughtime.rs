@@ -1,7 +1,8 @@
 //! The Roughtime server's I/O: one thread on a blocking UDP socket. What
 //! has queued up on the socket when a request arrives (up to
-//! [`MAX_BATCH`]) is answered as one batch, one signature per version
-//! spoken in it, by `chronos_quorum::roughtime::server`.
+//! [`MAX_BATCH`], read with one `recvmmsg`) is answered as one batch, one
+//! signature per version spoken in it, by
+//! `chronos_quorum::roughtime::server`, and sent with one `sendmmsg`.
 //!
 //! The long-term key is the operator's (`DATA_DIR/roughtime.key`); the
 //! online key that signs answers is drawn at random in memory and
@@ -24,6 +25,7 @@ use chronos_quorum::roughtime::{Request, Version};
 
 use crate::Shared;
 use crate::metrics::ReasonLabel;
+use crate::udp::Batch;
 
 /// How far before and after the trusted time an online key is delegated.
 const DELEGATE_BEFORE: Duration = Duration::from_secs(3_600);
@@ -66,18 +68,6 @@ impl Drops {
     }
 }
 
-/// Receives the packet waiting, if any, without blocking.
-fn try_recv(sock: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
-    match sock.recv_from(buf) {
-        Ok(x) => Some(x),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "Roughtime socket receive failed");
-            None
-        }
-    }
-}
-
 /// Serves until `stop` is set.
 pub(crate) fn serve(shared: Arc<Shared>, sock: UdpSocket, long_term: [u8; 32], stop: Arc<AtomicBool>) {
     if let Err(e) = sock.set_read_timeout(Some(Duration::from_millis(100))) {
@@ -88,25 +78,22 @@ pub(crate) fn serve(shared: Arc<Shared>, sock: UdpSocket, long_term: [u8; 32], s
     let mut drops = Drops { last_logged: Default::default() };
     // Big enough for any request worth reading (a longer one is cut and
     // then fails its parse, counted as malformed).
-    let mut bufs = vec![[0u8; 1280]; MAX_BATCH];
+    let mut batch = Batch::<MAX_BATCH, 1280>::new();
     while !stop.load(Ordering::Relaxed) {
-        // Block for the first packet, then take what else has queued.
-        let Some(first) = try_recv(&sock, &mut bufs[0]) else { continue };
-        let mut got = vec![first];
-        if sock.set_nonblocking(true).is_ok() {
-            while got.len() < MAX_BATCH {
-                match try_recv(&sock, &mut bufs[got.len()]) {
-                    Some(x) => got.push(x),
-                    None => break,
-                }
+        // Waits for the first request, then takes what else has queued.
+        let got = match batch.recv(&sock) {
+            Ok(g) => g,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "Roughtime socket receive failed");
+                continue;
             }
-            let _ = sock.set_nonblocking(false);
-        }
+        };
         let stamp = shared.time.quorum_now();
         let (earliest, latest) = match &stamp {
             Ok(s) => (s.interval.earliest, s.interval.latest),
             Err(why) => {
-                for (_, from) in &got {
+                for (_, _, from) in &got {
                     drops.count(&shared, "no_quorum", *from, why);
                 }
                 continue;
@@ -120,8 +107,8 @@ pub(crate) fn serve(shared: Arc<Shared>, sock: UdpSocket, long_term: [u8; 32], s
             }
         };
         let mut groups: Vec<(Version, Vec<(Request, SocketAddr)>)> = Vec::new();
-        for (i, (n, from)) in got.iter().enumerate() {
-            match server::check_request(&bufs[i][..*n], id) {
+        for &(i, n, ref from) in &got {
+            match server::check_request(batch.packet(i, n), id) {
                 Ok(req) => {
                     let v = server::version_for(&req);
                     match groups.iter_mut().find(|(g, _)| *g == v) {
@@ -132,16 +119,15 @@ pub(crate) fn serve(shared: Arc<Shared>, sock: UdpSocket, long_term: [u8; 32], s
                 Err(why) => drops.count(&shared, why.label(), *from, &why),
             }
         }
-        for (version, list) in groups {
+        let mut out = Vec::with_capacity(got.len());
+        for (version, list) in &groups {
             let reqs: Vec<&Request> = list.iter().map(|(r, _)| r).collect();
-            let answers = server::answer_batch(id, version, &reqs, earliest, latest);
+            let answers = server::answer_batch(id, *version, &reqs, earliest, latest);
             shared.metrics.roughtime_batches.inc();
-            for ((_, to), answer) in list.iter().zip(answers) {
-                shared.metrics.roughtime_answers.inc();
-                if let Err(e) = sock.send_to(&answer, to) {
-                    tracing::debug!(client = %to, error = %e, "Roughtime answer not sent");
-                }
-            }
+            shared.metrics.roughtime_answers.inc_by(answers.len() as u64);
+            out.extend(list.iter().zip(answers).map(|((_, to), a)| (a, *to)));
         }
+        let refs: Vec<(&[u8], SocketAddr)> = out.iter().map(|(a, to)| (&a[..], *to)).collect();
+        batch.send(&sock, &refs);
     }
 }
