@@ -52,7 +52,10 @@ impl From<ServeError> for Status {
             ServeError::Unauthorized(m) => Status::unauthenticated(m),
             ServeError::NotFound(m) => Status::not_found(m),
             ServeError::Unavailable(m) => Status::unavailable(m),
-            ServeError::Corrupt(m) => Status::internal(m),
+            ServeError::Corrupt(m) => {
+                tracing::error!(reason = m, "refused to serve data that failed a check (gRPC)");
+                Status::internal(m)
+            }
         }
     }
 }
@@ -107,11 +110,32 @@ pub(crate) fn tls(files: &chronos_tls::ServerFiles) -> Result<tonic::transport::
     let read =
         |p: &std::path::Path| std::fs::read(p).map_err(|e| crate::BridgeError::Setup(format!("{}: {e}", p.display())));
     let identity = tonic::transport::Identity::from_pem(read(&files.cert)?, read(&files.key)?);
-    let mut cfg = tonic::transport::ServerTlsConfig::new().identity(identity);
+    let mut cfg = tonic::transport::ServerTlsConfig::new().identity(identity).timeout(chronos_tls::HANDSHAKE_TIMEOUT);
     if let Some(ca) = &files.client_ca {
         cfg = cfg.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
     }
     Ok(cfg)
+}
+
+/// A place among the bridge's open streams (WebSocket and gRPC share
+/// `bridge.stream_max_clients`), given back when dropped.
+struct StreamSlot(Arc<Shared>);
+
+impl StreamSlot {
+    fn take(shared: &Arc<Shared>) -> Result<StreamSlot, Status> {
+        let max = shared.settings.stream.max_clients as i64;
+        if shared.metrics.stream_clients.inc() >= max {
+            shared.metrics.stream_clients.dec();
+            return Err(Status::unavailable(format!("{max} streams are open, the most this bridge serves")));
+        }
+        Ok(StreamSlot(shared.clone()))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.metrics.stream_clients.dec();
+    }
 }
 
 fn stopping() -> Status {
@@ -148,10 +172,13 @@ impl Time for TimeSvc {
             }
             _ => Duration::from_millis(u64::from(ms)),
         };
-        count::<()>(&self.0, "Time/Watch", &Ok(()));
+        let slot = StreamSlot::take(&self.0);
+        count(&self.0, "Time/Watch", &slot);
+        let slot = slot?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.0.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut quit = shared.quit.clone();
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -249,14 +276,15 @@ impl Ledger for LedgerSvc {
         &self,
         req: Request<pb::ledger::WatchCheckpointsRequest>,
     ) -> Result<Response<Self::WatchCheckpointsStream>, Status> {
-        let allowed = authorize(&self.0, &req, Group::Checkpoint);
-        count(&self.0, "Ledger/WatchCheckpoints", &allowed);
-        allowed?;
+        let slot = authorize(&self.0, &req, Group::Checkpoint).and_then(|()| StreamSlot::take(&self.0));
+        count(&self.0, "Ledger/WatchCheckpoints", &slot);
+        let slot = slot?;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let shared = self.0.clone();
         // Subscribed before the newest is read: nothing falls in between.
         let mut new = shared.follow.checkpoints.subscribe();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut quit = shared.quit.clone();
             let mut last = 0u64;
             if let Some(s) = shared.follow.latest() {

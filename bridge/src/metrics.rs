@@ -78,10 +78,14 @@ impl Metrics {
             "Stored checkpoints that failed a check and were not served",
             self.checkpoints_refused.clone(),
         );
-        r.register("stream_clients", "Open /v1/stream connections", self.stream_clients.clone());
+        r.register(
+            "stream_clients",
+            "Open streams: /v1/stream WebSockets and gRPC watches (bridge.stream_max_clients at most)",
+            self.stream_clients.clone(),
+        );
         r.register(
             "stream_closed_slow",
-            "/v1/stream clients closed for falling behind",
+            "/v1/stream clients and gRPC checkpoint watchers closed for falling behind",
             self.stream_closed_slow.clone(),
         );
     }

@@ -132,8 +132,9 @@ pub(crate) struct TimeView {
     pub earliest: String,
     pub latest: String,
     pub midpoint: String,
-    /// What batches would be stamped with: `quorum:K/N:<evidence digest>`,
-    /// `host` or `host-unsynchronized`.
+    /// `quorum:K/N:<evidence digest>` when synchronized; otherwise the host
+    /// clock's `host` or `host-unsynchronized` (batches are then refused or
+    /// stamped `untrusted`, as the time policy says).
     pub source: String,
     /// Why it is not quorum time.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -172,9 +173,9 @@ pub(crate) fn view(reader: &chronos_time::TimeReader) -> TimeView {
     }
 }
 
-/// The text of a signed time statement (spec/bridge.md): a first line no
-/// checkpoint can have (a checkpoint's second line is a tree size), so
-/// that the log's key never signs something that reads as both.
+/// The text of a signed time statement (spec/bridge.md): its second line
+/// begins `origin `, where a checkpoint's is a decimal tree size, so the
+/// log's key never signs something that reads as both.
 pub(crate) fn statement(origin: &str, v: &TimeView) -> String {
     format!(
         "chronos/time-statement@v1\norigin {origin}\nearliest {}\nlatest {}\nsource {}\nsynchronized {}\n",

@@ -12,8 +12,9 @@ pub struct RateLimit {
     pub per_second: u32,
     /// Bucket size: requests allowed in a burst.
     pub burst: u32,
-    /// Most client addresses tracked at once; when full, the least
-    /// recently seen are forgotten (they start again with a full bucket).
+    /// Most client addresses tracked at once; when full, the clients whose
+    /// buckets have refilled are forgotten, and if none has, the whole
+    /// table is (every client starts again with a full bucket).
     pub clients: usize,
 }
 

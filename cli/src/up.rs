@@ -266,7 +266,7 @@ impl Signals {
                         _ = int.recv() => {}
                     }
                     match c.fetch_add(1, Ordering::SeqCst) + 1 {
-                        1 => eprintln!("chronos: stopping in order (bridge, ingest, hashers, orchestrator with the final checkpoint, vault writer, PostgreSQL)"),
+                        1 => eprintln!("chronos: stopping in order (bridge, ingest, hashers, orchestrator with the final checkpoint, vault writer, time service, PostgreSQL)"),
                         2 => eprintln!(
                             "chronos: already stopping in order; press Ctrl-C once more (or send SIGTERM again) to force an immediate stop: \
                              nothing acknowledged is lost, the next start resumes"
@@ -509,7 +509,9 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         rt.block_on(tokio::task::yield_now());
     }
-    tracing::info!("stopping: bridge, ingest, hashers, orchestrator (final checkpoint), vault writer, PostgreSQL");
+    tracing::info!(
+        "stopping: bridge, ingest, hashers, orchestrator (final checkpoint), vault writer, time service, PostgreSQL"
+    );
     let ack_grace = Duration::from_millis(plan.cfg.ingest.ack_timeout_ms) + Duration::from_secs(5);
     stop_all(&mut bridge, Duration::from_secs(10), &signals);
     stop_all(&mut ingest, ack_grace, &signals);

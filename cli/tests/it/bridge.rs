@@ -438,6 +438,26 @@ with connect(sys.argv[1], open_timeout=10) as ws:
             round * PER_ROUND
         );
     }
+    // The bridge killed: `up` restarts it, and it serves the same log again
+    // (it has no state of its own to lose).
+    let pid = s.pid("bridge");
+    super::pipeline::sigkill(pid);
+    let again = wait_for(
+        Duration::from_secs(30),
+        "the bridge restarted and serving",
+        || s.log(),
+        || {
+            let new_pid: i32 =
+                std::fs::read_to_string(s.data().join("run").join("bridge.pid")).ok()?.trim().parse().ok()?;
+            if new_pid == pid {
+                return None;
+            }
+            let web = std::fs::read_to_string(s.data().join("run").join("bridge.http")).ok()?;
+            let r = http(web.trim(), "GET", "/v1/checkpoint", &[], b"").ok()?;
+            (r.status == 200).then(|| serde_json::from_str::<serde_json::Value>(&r.body).ok()).flatten()
+        },
+    );
+    assert_eq!(again["tree_size"], size, "{again}");
     s.check_ledger();
     s.stop();
 }
