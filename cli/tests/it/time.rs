@@ -190,11 +190,21 @@ fn a_lying_source_is_named_and_outvoted_and_a_lost_quorum_refuses_writes_until_i
     );
     assert!(refused.body.contains("no time quorum"), "{}", refused.body);
     assert!(refused.headers.contains_key("retry-after"), "{:?}", refused.headers);
-    let lost = rt
-        .block_on(client.query_one("SELECT count(*) FROM audit_events WHERE kind = 'time.no_quorum'", &[]))
-        .unwrap()
-        .get::<_, i64>(0);
-    assert_eq!(lost, 1, "losing the quorum is an audit event");
+    // The refusal can come first: the time service publishes the clock
+    // state, then stores the round and its audit event.
+    let lost = wait_for(
+        Duration::from_secs(20),
+        "the audit event of the lost quorum",
+        || s.log(),
+        || {
+            let n = rt
+                .block_on(client.query_one("SELECT count(*) FROM audit_events WHERE kind = 'time.no_quorum'", &[]))
+                .unwrap()
+                .get::<_, i64>(0);
+            (n > 0).then_some(n)
+        },
+    );
+    assert_eq!(lost, 1, "losing the quorum is one audit event");
 
     // They return: writes are accepted again.
     servers[0].silent.store(false, Ordering::Relaxed);
