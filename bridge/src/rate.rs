@@ -19,11 +19,13 @@ struct Bucket {
 pub struct Limiter {
     limit: RateLimit,
     buckets: HashMap<IpAddr, Bucket>,
+    /// When the table was last swept for refilled buckets.
+    swept_ns: Option<u64>,
 }
 
 impl Limiter {
     pub fn new(limit: RateLimit) -> Limiter {
-        Limiter { limit, buckets: HashMap::new() }
+        Limiter { limit, buckets: HashMap::new(), swept_ns: None }
     }
 
     fn full(&self) -> u64 {
@@ -42,17 +44,25 @@ impl Limiter {
             return true;
         }
         if !self.buckets.contains_key(&client) && self.buckets.len() >= self.limit.clients.max(1) {
-            // Full table: forget the clients whose buckets have refilled
-            // (they lose nothing); if every client is busy, start over.
-            let full = self.full();
-            let snapshot: Vec<(IpAddr, Bucket)> = self.buckets.iter().map(|(k, v)| (*k, *v)).collect();
-            for (ip, b) in snapshot {
-                if self.refilled(b, now_ns) >= full {
-                    self.buckets.remove(&ip);
+            // Full table. At most once a second, forget the clients whose
+            // buckets have refilled (they lose nothing): a sweep costs the
+            // whole table, so a flood of new addresses cannot make every
+            // packet pay for one. Otherwise one tracked client is forgotten
+            // (it starts again with a full bucket): the others keep theirs.
+            if self.swept_ns.is_none_or(|t| now_ns.saturating_sub(t) >= 1_000_000_000) {
+                self.swept_ns = Some(now_ns);
+                let full = self.full();
+                let snapshot: Vec<(IpAddr, Bucket)> = self.buckets.iter().map(|(k, v)| (*k, *v)).collect();
+                for (ip, b) in snapshot {
+                    if self.refilled(b, now_ns) >= full {
+                        self.buckets.remove(&ip);
+                    }
                 }
             }
-            if self.buckets.len() >= self.limit.clients.max(1) {
-                self.buckets.clear();
+            if self.buckets.len() >= self.limit.clients.max(1)
+                && let Some(one) = self.buckets.keys().next().copied()
+            {
+                self.buckets.remove(&one);
             }
         }
         let full = self.full();
@@ -98,6 +108,27 @@ mod tests {
             assert!(l.allow(ip, u64::from(i)), "a new client is always answered");
             assert!(l.tracked() <= 64);
         }
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_resets_one_client_at_a_time_not_all() {
+        let mut l = Limiter::new(RateLimit { per_second: 1, burst: 2, clients: 64 });
+        let mut refused = 0;
+        for i in 0..1_000u32 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            // Each spends its whole burst: nobody refills within the flood.
+            assert!(l.allow(ip, 1 + u64::from(i)) && l.allow(ip, 1 + u64::from(i)));
+            if !l.allow(ip, 1 + u64::from(i)) {
+                refused += 1;
+            }
+            if i >= 64 {
+                // Full, and it stays full: one client forgotten per new
+                // one, never the whole table (which would hand every
+                // tracked client a fresh burst).
+                assert_eq!(l.tracked(), 64, "after {i} addresses");
+            }
+        }
+        assert_eq!(refused, 1_000, "each client limited after its burst");
     }
 
     #[test]

@@ -13,8 +13,9 @@ pub struct RateLimit {
     /// Bucket size: requests allowed in a burst.
     pub burst: u32,
     /// Most client addresses tracked at once; when full, the clients whose
-    /// buckets have refilled are forgotten, and if none has, the whole
-    /// table is (every client starts again with a full bucket).
+    /// buckets have refilled are forgotten (a sweep at most once a
+    /// second), else one tracked client is (it starts again with a full
+    /// bucket).
     pub clients: usize,
 }
 
