@@ -1,13 +1,16 @@
 //! The Chronos control plane's protocol core, without I/O: the log's
-//! modes and the one table of their transitions ([`mode`]).
+//! modes and the one table of their transitions ([`mode`]), and signed
+//! control events with the operators' keys and roles ([`event`]).
 //!
-//! What it does not do (yet): carry signed control events, hold the key
-//! registry, or drive the services. The orchestrator will own the
+//! What it does not do (yet): store the key registry or the events
+//! (PostgreSQL, the ledger), submit events (`chronos control`), or drive
+//! the services. The orchestrator will own the
 //! [`mode::Machine`] of its log and apply to it the events it observes
 //! (time quorum, the vault's circuit breaker) and the signed control
 //! events it accepts; ingest, the bridge and `/readyz` will answer by the
 //! mode. Until then no service reads it.
 
+pub mod event;
 pub mod mode;
 
 pub use mode::{Event, Machine, Mode, Outcome, transition};
