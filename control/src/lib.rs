@@ -1,6 +1,7 @@
 //! The Chronos control plane's protocol core, without I/O: the log's
 //! modes and the one table of their transitions ([`mode`]), and signed
-//! control events with the operators' keys and roles ([`event`]).
+//! control events with the operators' keys and roles ([`event`]), and the
+//! circuit breaker around the vault's commits ([`breaker`]).
 //!
 //! What it does not do (yet): store the key registry or the events
 //! (PostgreSQL, the ledger), submit events (`chronos control`), or drive
@@ -10,6 +11,7 @@
 //! events it accepts; ingest, the bridge and `/readyz` will answer by the
 //! mode. Until then no service reads it.
 
+pub mod breaker;
 pub mod event;
 pub mod mode;
 
