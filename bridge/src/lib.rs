@@ -28,12 +28,15 @@
 //! a physical replica; it never touches the writer's path. Every
 //! checkpoint it serves was checked first: its signature against the
 //! log's verifier key, and its consistency with the one served before
-//! (a proof from the tiles); every proof it serves is checked against
-//! the checkpoint it names. What fails a check is refused, logged and
-//! counted, never served.
+//! (a proof from the tiles; the first after a start has none before it);
+//! every proof it serves is checked against the checkpoint it names, and
+//! every event against its leaf hash. What fails a check is refused,
+//! logged and counted, never served. Hash tiles are served as stored, for
+//! clients to check. HTTP and gRPC can speak TLS (crate `chronos-tls`),
+//! and groups of routes can need bearer tokens ([`access`]).
 //!
-//! What it does not do: write anything, sign checkpoints (it signs only
-//! Roughtime answers, with its own key, and, when configured, time
+//! What it does not do: write to PostgreSQL, sign checkpoints (it signs
+//! only Roughtime answers, with its own key, and, when configured, time
 //! statements), or decide time (the time service does).
 
 pub mod access;
