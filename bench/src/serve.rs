@@ -51,6 +51,16 @@ impl Served {
     }
 }
 
+/// The load threads' results, merged, and the run's length.
+fn gather(handles: Vec<std::thread::JoinHandle<std::io::Result<Served>>>, started: Instant) -> std::io::Result<Served> {
+    let mut all = Served::default();
+    for h in handles {
+        all.merge(h.join().map_err(|_| std::io::Error::other("a load thread panicked"))??);
+    }
+    all.elapsed = started.elapsed();
+    Ok(all)
+}
+
 /// Requests for one thread: `make(thread, i)` for `i` in `0..pool`,
 /// reused round robin (building a Roughtime request costs more than
 /// sending it).
@@ -68,7 +78,7 @@ pub fn udp(
     check: CheckAnswer,
 ) -> std::io::Result<Served> {
     let started = Instant::now();
-    let handles: Vec<_> = (0..threads.max(1))
+    let handles: Vec<std::thread::JoinHandle<std::io::Result<Served>>> = (0..threads.max(1))
         .map(|t| {
             let (make, check) = (make.clone(), check.clone());
             std::thread::spawn(move || -> std::io::Result<Served> {
@@ -104,13 +114,7 @@ pub fn udp(
             })
         })
         .collect();
-    let mut all = Served::default();
-    for h in handles {
-        let r = h.join().map_err(|_| std::io::Error::other("a load thread panicked"))??;
-        all.merge(r);
-    }
-    all.elapsed = started.elapsed();
-    Ok(all)
+    gather(handles, started)
 }
 
 /// One HTTP/1.1 GET on a kept-alive connection: the status and body.
@@ -150,7 +154,7 @@ pub fn http_get(
 ) -> std::io::Result<Served> {
     let started = Instant::now();
     let host = server.to_string();
-    let handles: Vec<_> = (0..threads.max(1))
+    let handles: Vec<std::thread::JoinHandle<std::io::Result<Served>>> = (0..threads.max(1))
         .map(|t| {
             let (path, host) = (path.clone(), host.clone());
             std::thread::spawn(move || -> std::io::Result<Served> {
@@ -176,13 +180,7 @@ pub fn http_get(
             })
         })
         .collect();
-    let mut all = Served::default();
-    for h in handles {
-        let r = h.join().map_err(|_| std::io::Error::other("a load thread panicked"))??;
-        all.merge(r);
-    }
-    all.elapsed = started.elapsed();
-    Ok(all)
+    gather(handles, started)
 }
 
 #[cfg(test)]

@@ -102,36 +102,25 @@ pub fn run(
         let time = chronos_time::TimeReader::new(&settings.time);
         let db = db::Db::new(settings.database_url.clone());
         let follow = follow::Follower::new(&settings);
-        let http = match settings.http {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| BridgeError::Setup(format!("bridge.listen {addr}: {e}")))?,
-            ),
-            None => None,
+        // Bound before anything is served: an address in use stops the start.
+        let tcp = |key: &str, addr: Option<std::net::SocketAddr>| {
+            addr.map(|a| {
+                std::net::TcpListener::bind(a)
+                    .and_then(|l| l.set_nonblocking(true).and_then(|()| tokio::net::TcpListener::from_std(l)))
+                    .map_err(|e| BridgeError::Setup(format!("bridge.{key} {a}: {e}")))
+            })
+            .transpose()
         };
-        let grpc = match settings.grpc {
-            Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| BridgeError::Setup(format!("bridge.grpc_listen {addr}: {e}")))?,
-            ),
-            None => None,
+        let udp = |key: &str, addr: Option<std::net::SocketAddr>| {
+            addr.map(|a| {
+                std::net::UdpSocket::bind(a).map_err(|e| BridgeError::Setup(format!("bridge.{key} {a}: {e}")))
+            })
+            .transpose()
         };
-        let ntp = match settings.ntp {
-            Some(addr) => Some(
-                std::net::UdpSocket::bind(addr)
-                    .map_err(|e| BridgeError::Setup(format!("bridge.ntp_listen {addr}: {e}")))?,
-            ),
-            None => None,
-        };
-        let roughtime = match &settings.roughtime {
-            Some(r) => Some(
-                std::net::UdpSocket::bind(r.listen)
-                    .map_err(|e| BridgeError::Setup(format!("bridge.roughtime_listen {}: {e}", r.listen)))?,
-            ),
-            None => None,
-        };
+        let http = tcp("listen", settings.http)?;
+        let grpc = tcp("grpc_listen", settings.grpc)?;
+        let ntp = udp("ntp_listen", settings.ntp)?;
+        let roughtime = udp("roughtime_listen", settings.roughtime.as_ref().map(|r| r.listen))?;
         let local = |r: std::io::Result<std::net::SocketAddr>| r.map_err(|e| BridgeError::Setup(e.to_string()));
         bound(Bound {
             http: http.as_ref().map(|l| local(l.local_addr())).transpose()?,

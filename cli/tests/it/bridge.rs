@@ -24,6 +24,20 @@ pub(crate) fn get_json(addr: &str, path: &str) -> (u16, serde_json::Value) {
     (r.status, v)
 }
 
+/// `/v1/time` once it says `synchronized` is `want` (quorum gained or lost).
+pub(crate) fn wait_time_synchronized(s: &Stack, web: &str, want: bool) -> serde_json::Value {
+    let what = if want { "quorum time on /v1/time" } else { "quorum lost on /v1/time" };
+    wait_for(
+        Duration::from_secs(30),
+        what,
+        || s.log(),
+        || {
+            let (status, v) = get_json(web, "/v1/time");
+            (status == 200 && v["synchronized"] == want).then_some(v)
+        },
+    )
+}
+
 /// A loopback address of its own for an NTP server on port 123, the only
 /// port ntpdig and ntpdate ask (tests run side by side; 127/8 is all loopback).
 fn loopback_123() -> String {
@@ -66,15 +80,7 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
     let ntp_addr = format!("{ntp_ip}:123");
     s.launch(&[("CHRONOS_BRIDGE_NTP_LISTEN", &ntp_addr), ("CHRONOS_BRIDGE_SIGN_TIME", "true")]);
     let web = bridge_http(&s);
-    let served = wait_for(
-        Duration::from_secs(30),
-        "quorum time on /v1/time",
-        || s.log(),
-        || {
-            let (status, v) = get_json(&web, "/v1/time");
-            (status == 200 && v["synchronized"] == true).then_some(v)
-        },
-    );
+    let served = wait_time_synchronized(&s, &web, true);
     assert!(served["source"].as_str().unwrap().starts_with("quorum:2/3:"), "{served:#}");
     super::spec::check("bridge/time", &served);
     let uncertainty_s = served["uncertainty_ns"].as_f64().unwrap() / 1e9;
@@ -157,15 +163,7 @@ fn ntp_clients_read_quorum_time_within_its_uncertainty_and_see_unsynchronized_wi
     // "unsynchronized" and takes no time from the bridge.
     servers[0].silent.store(true, Ordering::Relaxed);
     servers[1].silent.store(true, Ordering::Relaxed);
-    let lost = wait_for(
-        Duration::from_secs(30),
-        "quorum lost on /v1/time",
-        || s.log(),
-        || {
-            let (_, v) = get_json(&web, "/v1/time");
-            (v["synchronized"] == false).then_some(v)
-        },
-    );
+    let lost = wait_time_synchronized(&s, &web, false);
     assert!(lost["reason"].as_str().unwrap().contains("agree"), "{lost:#}");
     super::spec::check("bridge/time", &lost);
     std::thread::sleep(Duration::from_millis(100)); // let the loopback client's bucket refill a little

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::bridge::{bridge_http, get_json, run};
+use super::bridge::{bridge_http, get_json, run, wait_time_synchronized};
 use super::pipeline::{Stack, body, http, wait_for};
 use super::time::{FakeNtp, configure};
 
@@ -47,15 +47,7 @@ fn a_python_grpc_client_reads_time_checkpoints_and_proofs_and_health_follows_the
     configure(&s, &servers, "accept");
     s.launch(&[("CHRONOS_BRIDGE_SIGN_TIME", "true"), ("CHRONOS_PIPELINE_CHECKPOINT_INTERVAL_MS", "200")]);
     let web = bridge_http(&s);
-    wait_for(
-        Duration::from_secs(30),
-        "quorum time on /v1/time",
-        || s.log(),
-        || {
-            let (status, v) = get_json(&web, "/v1/time");
-            (status == 200 && v["synchronized"] == true).then_some(())
-        },
-    );
+    wait_time_synchronized(&s, &web, true);
     // Two signed tree sizes, 50 and 100, for a consistency proof.
     for size in [50u64, 100] {
         assert_eq!(s.post(&body(&format!("grpc-{size}"), 50, true).0, &[]).status, 200);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 
-use super::bridge::{bridge_http, get_json, run};
+use super::bridge::{bridge_http, run, wait_time_synchronized};
 use super::pipeline::{Stack, body, http, wait_for};
 use super::time::{FakeNtp, configure};
 
@@ -41,15 +41,7 @@ fn roughenough_clients_verify_the_bridge_and_another_chronos_takes_it_as_a_peer(
     configure(&a, &servers, "accept");
     a.launch(&[]);
     let web = bridge_http(&a);
-    wait_for(
-        Duration::from_secs(30),
-        "quorum time on /v1/time",
-        || a.log(),
-        || {
-            let (status, v) = get_json(&web, "/v1/time");
-            (status == 200 && v["synchronized"] == true).then_some(())
-        },
-    );
+    wait_time_synchronized(&a, &web, true);
     let rt_addr = std::fs::read_to_string(a.data().join("run").join("bridge.roughtime")).unwrap();
     let (ip, port) = rt_addr.rsplit_once(':').unwrap();
     let key_b64 = std::fs::read_to_string(a.data().join("roughtime.key.pub")).unwrap().trim().to_owned();
@@ -128,15 +120,7 @@ fn roughenough_clients_verify_the_bridge_and_another_chronos_takes_it_as_a_peer(
     // whose only source it was, refuses writes.
     servers[0].silent.store(true, Ordering::Relaxed);
     servers[1].silent.store(true, Ordering::Relaxed);
-    wait_for(
-        Duration::from_secs(30),
-        "quorum lost on A",
-        || a.log(),
-        || {
-            let (_, v) = get_json(&web, "/v1/time");
-            (v["synchronized"] == false).then_some(())
-        },
-    );
+    wait_time_synchronized(&a, &web, false);
     let (ok, text) =
         run(Command::new("/usr/local/bin/roughenough-client").args(["-t", "1", "-p", "14", "-k", &key_hex, ip, port]));
     assert!(!ok || text.contains("Timeout"), "no answer without quorum: {text}");
