@@ -37,6 +37,8 @@ pub struct Config {
     pub bridge: crate::bridge::BridgeConfig,
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,
+    #[serde(default)]
+    pub control: crate::control::ControlConfig,
 }
 
 /// `[ingest]`: the HTTP front door.

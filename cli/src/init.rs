@@ -71,7 +71,9 @@ pub fn init(data_dir: &Path, origin: &str, hash: HashAlg, hmac_key: Option<&str>
         time: Default::default(),
         bridge,
         tls: Default::default(),
+        control: Default::default(),
     };
+    crate::control::keygen("operator", &data_dir.join(crate::control::OPERATOR_KEY))?;
     let text = format!(
         "# Chronos configuration, written by `chronos init`.\n\
          # The [log] section is the log's identity: changing it after logs are stored\n\

@@ -17,6 +17,7 @@ mod bench;
 mod bench_bridge;
 mod bridge;
 mod config;
+mod control;
 mod database;
 mod embedded;
 mod init;
@@ -189,6 +190,10 @@ enum Command {
         #[arg(long)]
         database_url: Option<String>,
     },
+    /// Operate a running log with signed events: hold and release it, begin a recovery, add and
+    /// revoke operators' keys; show its mode and the history of its operation.
+    #[command(subcommand)]
+    Control(ControlCommand),
     #[command(hide = true)]
     TimeService {
         #[arg(long, env = "CHRONOS_DATA_DIR")]
@@ -218,6 +223,119 @@ enum Command {
         #[arg(long, env = "CHRONOS_DATA_DIR")]
         data_dir: PathBuf,
     },
+}
+
+/// `chronos control …`.
+#[derive(Debug, Subcommand)]
+enum ControlCommand {
+    /// Make an operator's key pair: FILE (private, 0600) and FILE with `.pub` (its verifier key,
+    /// which an admin adds with `keys add`).
+    Keygen {
+        /// The key's name (it appears in signatures and in the log's history).
+        #[arg(long)]
+        name: String,
+        /// The private key file to create.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Stop the log: writes are refused (503 naming the hold) until a signed release.
+    Hold {
+        #[command(flatten)]
+        signing: control::Signing,
+        /// Why (recorded in the log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a hold.
+    Release {
+        #[command(flatten)]
+        signing: control::Signing,
+    },
+    /// Begin a recovery: writes are refused until the stored state verifies against the last
+    /// signed checkpoint and the one kept outside the database.
+    Recover {
+        #[command(flatten)]
+        signing: control::Signing,
+    },
+    /// Add or revoke an operator's key (admin role).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Submit a control event signed elsewhere (`--sign-only`), from FILE.
+    Submit {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+        file: PathBuf,
+    },
+    /// The running log's mode, hold, keys.
+    Status {
+        #[arg(long, env = "CHRONOS_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// The log's operation as the log records it: keys, events, mode changes.
+    History {
+        #[command(flatten)]
+        source: database::Source,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Register a key with roles.
+    Add {
+        #[command(flatten)]
+        signing: control::Signing,
+        /// The verifier key (a `.pub` file, or the key string).
+        #[arg(long, value_name = "VKEY")]
+        verifier_key: String,
+        /// Comma-separated: operator, admin, auditor.
+        #[arg(long, value_delimiter = ',', required = true)]
+        roles: Vec<String>,
+    },
+    /// Revoke a key: it signs nothing more that is accepted.
+    Revoke {
+        #[command(flatten)]
+        signing: control::Signing,
+        /// The key, as `name+keyid` (see `chronos control status`).
+        key: String,
+    },
+}
+
+fn control(cmd: ControlCommand) -> anyhow::Result<ExitCode> {
+    use chronos_control::event::{Action, Role};
+    match cmd {
+        ControlCommand::Keygen { name, out } => {
+            let vkey = control::keygen(&name, &out)?;
+            #[allow(clippy::print_stdout)] // the command's output
+            {
+                println!("{vkey}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ControlCommand::Hold { signing, reason } => control::act(&signing, Action::Hold { reason }),
+        ControlCommand::Release { signing } => control::act(&signing, Action::Release),
+        ControlCommand::Recover { signing } => control::act(&signing, Action::Recover),
+        ControlCommand::Keys(KeysCommand::Add { signing, verifier_key, roles }) => {
+            let key = database::read_key(&verifier_key)?.to_string();
+            let roles = roles
+                .iter()
+                .map(|r| {
+                    Role::parse(r).ok_or_else(|| anyhow::anyhow!("--roles: {r:?} is not operator, admin or auditor"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            control::act(&signing, Action::KeysAdd { key, roles })
+        }
+        ControlCommand::Keys(KeysCommand::Revoke { signing, key }) => {
+            control::act(&signing, Action::KeysRevoke { key })
+        }
+        ControlCommand::Submit { data_dir, file } => {
+            let note = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            control::submit(&data_dir, &note)
+        }
+        ControlCommand::Status { data_dir } => control::status(&data_dir),
+        ControlCommand::History { source, json } => control::history(&source, json),
+    }
 }
 
 /// `--hash` of `init` and `bench`. The default is SHA-256, so that every
@@ -267,6 +385,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench { args } => bench::bench(args)?,
         Command::BenchBridge { args } => bench_bridge::bench_bridge(args)?,
         Command::Time { source, json } => return time::time(&source, json),
+        Command::Control(cmd) => return control(cmd),
         Command::Bridge { data_dir, database_url } => {
             services::init_tracing("bridge");
             let mut plan = services::Plan::load_for(&data_dir, "bridge")?;

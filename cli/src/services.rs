@@ -159,6 +159,16 @@ impl Plan {
         self.run_dir().join(format!("{service}.refused"))
     }
 
+    /// Where the orchestrator publishes the log's mode (read by ingest).
+    pub fn mode_file(&self) -> PathBuf {
+        self.run_dir().join("mode")
+    }
+
+    /// Present while the vault writer's circuit breaker is open.
+    pub fn breaker_file(&self) -> PathBuf {
+        self.run_dir().join("vault.breaker")
+    }
+
     /// The writer lease's epoch that `chronos up` took for this instance.
     fn epoch(&self) -> anyhow::Result<u64> {
         let v = std::env::var(EPOCH_ENV).map_err(|_| {
@@ -365,6 +375,13 @@ fn orchestrator_settings(plan: &Plan) -> anyhow::Result<chronos_orchestrator::Se
         epoch: plan.epoch()?,
         faults: plan.faults()?,
         clock: Arc::new(chronos_time::TimeReader::new(&plan.time)),
+        control: chronos_orchestrator::plane::ControlSettings {
+            socket: plan.data_dir.join(&plan.cfg.control.socket),
+            genesis: plan.cfg.control.genesis(&plan.data_dir)?,
+            mode_file: plan.mode_file(),
+            breaker_file: plan.breaker_file(),
+            accept_without_quorum: plan.time.policy == chronos_time::config::Policy::Accept,
+        },
     })
 }
 
@@ -417,6 +434,7 @@ fn vault_writer_settings(plan: &Plan) -> anyhow::Result<chronos_vault_writer::Se
         key_window: Duration::from_secs(plan.cfg.pipeline.key_window_secs),
         epoch: plan.epoch()?,
         faults: plan.faults()?,
+        breaker_file: Some(plan.breaker_file()),
     })
 }
 
@@ -497,6 +515,7 @@ fn ingest_settings(
         max_connections: i.max_connections as usize,
         orchestrator_ready: plan.run_dir().join("orchestrator.ready"),
         refusal_files: vec![plan.refusal_file("orchestrator"), plan.refusal_file("vault-writer")],
+        mode_file: Some(plan.mode_file()),
         ready_file: Some(plan.run_dir().join(format!("ingest-{slot}.ready"))),
         time_gate: time_gate(plan),
     };

@@ -443,6 +443,8 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     }
     let mut announced = false;
     let mut bridge_announced = false;
+    // The refusing mode last reported (a held log starts held: say so).
+    let mut mode_said = String::new();
     let mut pg_backoff = Duration::from_millis(100);
     let mut pg_started = Instant::now();
     let mut lease_retry = Instant::now();
@@ -506,6 +508,12 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         if announced && !bridge_announced {
             bridge_announced = bridge_banner(&plan);
         }
+        if let Some(why) = refusing_mode(&plan.mode_file())
+            && why != mode_said
+        {
+            eprintln!("chronos: not accepting writes: {why} (see `chronos control status`)");
+            mode_said = why;
+        }
         std::thread::sleep(Duration::from_millis(50));
         rt.block_on(tokio::task::yield_now());
     }
@@ -533,6 +541,16 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// Why the log's mode, as the orchestrator published it, refuses writes.
+fn refusing_mode(file: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut lines = text.lines();
+    let (mode, writes, why) = (lines.next()?, lines.next()?, lines.next().unwrap_or_default());
+    // Degraded and isolated come and go with their causes, which are
+    // logged by the services; a person's hold or a recovery is announced.
+    (writes == "refuses" && matches!(mode, "hold" | "recovery")).then(|| why.to_owned())
 }
 
 /// Whether every ingest process (alive) announced that the pipeline is

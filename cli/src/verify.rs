@@ -140,12 +140,14 @@ pub fn human(r: &Report) -> String {
         out.push_str(&format!("note: {n}\n"));
     }
     out.push_str(&format!(
-        "checked {} batches, {} logs, {:.1} MB, {} checkpoints, tree size {} in {:.2} s ({:.0} logs/s, {:.1} MB/s)\n",
+        "checked {} batches, {} logs, {:.1} MB, {} checkpoints, tree size {} ({} control records) in {:.2} s \
+         ({:.0} logs/s, {:.1} MB/s)\n",
         s.batches,
         s.logs,
         s.bytes as f64 / 1e6,
         s.checkpoints,
         s.tree_size,
+        s.control_records,
         s.seconds,
         s.logs_per_second,
         s.megabytes_per_second

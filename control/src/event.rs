@@ -240,7 +240,8 @@ pub struct Registry {
     keys: BTreeMap<String, KeyEntry>,
 }
 
-fn key_ref(name: &str, id: u32) -> String {
+/// How a key is named in events and audit: `name+keyid` (8 hex digits).
+pub fn key_ref(name: &str, id: u32) -> String {
     format!("{name}+{id:08x}")
 }
 
@@ -256,6 +257,15 @@ impl Registry {
         self.keys.get(key)
     }
 
+    /// Every key, by its `name+keyid`.
+    pub fn keys(&self) -> impl Iterator<Item = (&str, &KeyEntry)> {
+        self.keys.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
     /// Checks a signed control event for `origin` at `now_ns` in `mode`
     /// and, when it passes, records its `seq` (it cannot be used again) and
     /// applies a key change. Returns the event and the signing key.
@@ -264,6 +274,19 @@ impl Registry {
         note: &str,
         origin: &str,
         now_ns: u64,
+        mode: crate::Mode,
+    ) -> Result<(ControlEvent, String), Refusal> {
+        self.accept_at(note, origin, Some(now_ns), mode)
+    }
+
+    /// [`accept`](Self::accept) for an event read back from the ledger:
+    /// with `now_ns` `None` its expiry is not checked again (it was, when
+    /// the orchestrator accepted it; the batch's time says when that was).
+    pub fn accept_at(
+        &mut self,
+        note: &str,
+        origin: &str,
+        now_ns: Option<u64>,
         mode: crate::Mode,
     ) -> Result<(ControlEvent, String), Refusal> {
         let note = Note::parse(note.as_bytes()).map_err(|e| Refusal::Malformed(e.to_string()))?;
@@ -290,11 +313,13 @@ impl Registry {
         if event.seq <= entry.last_seq {
             return Err(Refusal::Replayed { key: signer, seq: event.seq, last: entry.last_seq });
         }
-        if event.expires_ns <= now_ns {
-            return Err(Refusal::Expired { expires_ns: event.expires_ns, now_ns });
-        }
-        if event.expires_ns - now_ns > MAX_LIFETIME_NS {
-            return Err(Refusal::TooFarAhead { expires_ns: event.expires_ns, now_ns });
+        if let Some(now_ns) = now_ns {
+            if event.expires_ns <= now_ns {
+                return Err(Refusal::Expired { expires_ns: event.expires_ns, now_ns });
+            }
+            if event.expires_ns - now_ns > MAX_LIFETIME_NS {
+                return Err(Refusal::TooFarAhead { expires_ns: event.expires_ns, now_ns });
+            }
         }
         if let Some(e) = event.action.mode_event()
             && let crate::Outcome::Refused(why) = crate::transition(mode, e)

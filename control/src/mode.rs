@@ -41,6 +41,10 @@ impl Mode {
             Mode::Hold => "hold",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Mode> {
+        Mode::ALL.into_iter().find(|m| m.name() == s)
+    }
 }
 
 /// What can happen to a log.
@@ -92,6 +96,25 @@ impl Event {
             Event::BeginRecovery => "recover (signed)",
             Event::RejoinVerified => "rejoin verified",
         }
+    }
+
+    /// One word for records and metrics labels.
+    pub fn token(self) -> &'static str {
+        match self {
+            Event::Started => "started",
+            Event::QuorumLost => "quorum-lost",
+            Event::QuorumBack => "quorum-back",
+            Event::VaultFailing => "vault-failing",
+            Event::VaultBack => "vault-back",
+            Event::PlaceHold => "hold",
+            Event::ReleaseHold => "release",
+            Event::BeginRecovery => "recover",
+            Event::RejoinVerified => "rejoin-verified",
+        }
+    }
+
+    pub fn parse_token(s: &str) -> Option<Event> {
+        Event::ALL.into_iter().find(|e| e.token() == s)
     }
 
     /// Whether the event comes from the machine's own observations (no

@@ -26,17 +26,19 @@
 //! as duplicates, the rest are sequenced anew.
 
 pub mod checkpoint;
+pub mod plane;
 pub mod restore;
 pub mod saved;
+pub mod socket;
 pub mod stages;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use chronos_ipc::{Consumer, Producer, PushError, RingError, RingSet, ring};
 use chronos_ledger::{Hash, NoteSigner, TreeHasher};
-use chronos_wire::{Duplicate, Hashed, Refused, RingNames, Sequenced, Topology, tag};
+use chronos_wire::{Duplicate, Hashed, HashedRef, Refused, RingNames, Sequenced, Topology, tag};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -76,6 +78,8 @@ pub struct Settings {
     pub faults: chronos_faults::Faults,
     /// Trusted time, for batches and checkpoints.
     pub clock: Arc<chronos_time::TimeReader>,
+    /// The control plane: socket, first keys, mode file.
+    pub control: plane::ControlSettings,
 }
 
 /// Why the orchestrator stopped.
@@ -123,6 +127,7 @@ pub struct Metrics {
     /// Keys forgotten before their window ended because the window held
     /// `pipeline.key_window_max_keys`.
     pub keys_evicted: Counter,
+    pub control: plane::ControlMetrics,
 }
 
 impl Metrics {
@@ -158,6 +163,7 @@ impl Metrics {
             "Keys forgotten before their window ended, to stay within pipeline.key_window_max_keys",
             self.keys_evicted.clone(),
         );
+        self.control.register(r);
     }
 }
 
@@ -235,6 +241,9 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     }
     let restored = rt.block_on(restore::restore(settings))?;
     let history = Arc::new(Mutex::new(History::new(restored.head, restored.root)));
+    let plane =
+        plane::Plane::restore(&settings.origin, &restored.control, settings.control.clone(), metrics.control.clone())
+            .map_err(|e| OrchestratorError::Refused(format!("the log's control records do not replay: {e}")))?;
     let mut spine = restore::spine(settings, &restored, metrics);
     metrics.seq.set(restored.head.seq as i64);
     metrics.tree_size.set(restored.head.size as i64);
@@ -271,9 +280,33 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     if let Err(e) = announced {
         tracing::warn!(file = %settings.ready_file.display(), error = %e, "cannot announce readiness");
     }
-    let mut out = Output { ring: &mut output, stop, faults: &settings.faults };
+    let (to_loop, requests) = mpsc::sync_channel(16);
+    let listener = {
+        let _in_runtime = rt.enter();
+        socket::bind(&settings.control.socket).map_err(|e| {
+            OrchestratorError::Refused(format!(
+                "cannot bind the control socket {}: {e}",
+                settings.control.socket.display()
+            ))
+        })?
+    };
+    let socket_stop = Arc::new(AtomicBool::new(false));
+    let cx = socket::Context {
+        to_loop,
+        snapshot: plane.snapshot(),
+        database_url: settings.database_url.clone(),
+        limit: Arc::new(Mutex::new(chronos_vault::audit::RateLimit::new(socket::AUDIT_PER_MINUTE))),
+    };
+    rt.spawn(socket::serve(listener, cx, socket_stop.clone()));
+    let mut out =
+        Output { ring: &mut output, stop, faults: &settings.faults, last: (restored.head.seq, restored.head.hash) };
     let watch = Watch { signer: &cp, signed_at: &signed_at, metrics };
-    let result = sequence_loop(&mut spine, &mut inputs, &mut out, &history, &watch);
+    let mut ctl = Control { plane, requests, settings, rt: &rt, observed: None, recovery_tried: None, nonce: 0 };
+    let result = sequence_loop(&mut spine, &mut inputs, &mut out, &history, &watch, &mut ctl);
+    socket_stop.store(true, Ordering::Relaxed);
+    // The mode file stays: the log's mode outlives this process (a hold is
+    // still a hold while the orchestrator restarts).
+    let _ = std::fs::remove_file(&settings.control.socket);
     let _ = std::fs::remove_file(&settings.ready_file);
     if result.is_ok() {
         // Final checkpoint: once the vault writer committed all we handed on.
@@ -298,6 +331,31 @@ struct Output<'a> {
     ring: &'a mut Producer,
     stop: &'a AtomicBool,
     faults: &'a chronos_faults::Faults,
+    /// Seq and chain value of the last batch handed on.
+    last: (u64, Hash),
+}
+
+/// The control plane as the sequencing loop drives it.
+struct Control<'a> {
+    plane: plane::Plane,
+    requests: mpsc::Receiver<socket::Request>,
+    settings: &'a Settings,
+    rt: &'a tokio::runtime::Runtime,
+    /// When the facts were last observed.
+    observed: Option<Instant>,
+    /// When a recovery's rejoin was last checked.
+    recovery_tried: Option<Instant>,
+    nonce: u64,
+}
+
+impl Control<'_> {
+    /// Time quorum (always, without configured sources) and the vault
+    /// writer's circuit.
+    fn facts(&self) -> (bool, bool) {
+        let clock = &self.settings.clock;
+        let quorum = !clock.has_sources() || clock.quorum_now().is_ok();
+        (quorum, !self.settings.control.breaker_file.exists())
+    }
 }
 
 /// What the sequencing loop watches besides its input.
@@ -329,11 +387,15 @@ fn sequence_loop(
     out: &mut Output<'_>,
     history: &Mutex<History>,
     watch: &Watch<'_>,
+    ctl: &mut Control<'_>,
 ) -> Result<(), OrchestratorError> {
     let metrics = watch.metrics;
     while !out.stop.load(Ordering::Relaxed) {
         watch.check()?;
-        if !inputs.wait(Some(Instant::now() + Duration::from_millis(200)))? {
+        if !control_tick(ctl, spine, out, history, metrics)? {
+            return Ok(());
+        }
+        if !inputs.wait(Some(Instant::now() + Duration::from_millis(100)))? {
             continue;
         }
         let Some((ring, batch)) = inputs.poll(256)? else { continue };
@@ -360,6 +422,13 @@ fn sequence_loop(
                     continue;
                 }
             };
+            if let Some(reason) = ctl.plane.refusal() {
+                metrics.unavailable.inc();
+                if !refuse(out, Refused::new(input.reply, 503, &format!("{reason}; nothing was stored")))? {
+                    return Ok(());
+                }
+                continue;
+            }
             let mut c = Candidate::new(input);
             // An injected refusal stands in for the first stage's, before
             // any stage changed its state.
@@ -369,36 +438,9 @@ fn sequence_loop(
             };
             match verdict {
                 Verdict::Continue => {
-                    let decided = Sequenced {
-                        seq: c.seq,
-                        first_leaf: c.first_leaf,
-                        time_ns: c.time.as_ref().map_or(0, |t| t.time.0),
-                        uncertainty_ns: c.time.as_ref().map_or(0, |t| t.uncertainty_ns),
-                        source: c.time.as_ref().map_or_else(String::new, |t| t.source.as_str().to_owned()),
-                        chain: c.chain.map_or([0; 32], |h| h.0),
-                        nodes: std::mem::take(&mut c.nodes),
-                    };
-                    let size = c.first_leaf + input.len() as u64;
-                    let root = c.tree_root.unwrap_or(Hash([0; 32]));
-                    // Recorded for the checkpoint signer *before* the batch
-                    // can reach the vault writer: the signer must never see
-                    // a committed batch it does not know (it would take that
-                    // for tampering). An entry whose push never happens is
-                    // never committed, and so never looked up.
-                    if let Ok(mut h) = history.lock() {
-                        h.push(c.seq, size, root, Hash(decided.chain));
-                    }
-                    out.faults.check("orchestrator.before-publish")?;
-                    let len = decided.encoded_len(input.raw().len());
-                    if !push(out, tag::SEQUENCED, len, |buf| decided.encode(buf, input.raw()))? {
+                    if !hand_on(spine, &mut c, out, history, metrics)? {
                         return Ok(());
                     }
-                    out.faults.check("orchestrator.after-publish")?;
-                    spine.passed(&c);
-                    metrics.batches.inc();
-                    metrics.events.inc_by(input.len() as u64);
-                    metrics.seq.set(c.seq as i64);
-                    metrics.tree_size.set(size as i64);
                 }
                 Verdict::Duplicate(d) => {
                     metrics.duplicates.inc();
@@ -434,6 +476,136 @@ fn sequence_loop(
         inputs.release(ring);
     }
     Ok(())
+}
+
+/// Hands on a batch that passed every stage; `Ok(false)`: asked to stop
+/// while the ring stayed full.
+fn hand_on(
+    spine: &mut Spine,
+    c: &mut Candidate<'_>,
+    out: &mut Output<'_>,
+    history: &Mutex<History>,
+    metrics: &Metrics,
+) -> Result<bool, OrchestratorError> {
+    let input = c.input;
+    let decided = Sequenced {
+        seq: c.seq,
+        first_leaf: c.first_leaf,
+        time_ns: c.time.as_ref().map_or(0, |t| t.time.0),
+        uncertainty_ns: c.time.as_ref().map_or(0, |t| t.uncertainty_ns),
+        source: c.time.as_ref().map_or_else(String::new, |t| t.source.as_str().to_owned()),
+        chain: c.chain.map_or([0; 32], |h| h.0),
+        nodes: std::mem::take(&mut c.nodes),
+    };
+    let size = c.first_leaf + input.len() as u64;
+    let root = c.tree_root.unwrap_or(Hash([0; 32]));
+    // Recorded for the checkpoint signer *before* the batch can reach the
+    // vault writer: the signer must never see a committed batch it does
+    // not know (it would take that for tampering). An entry whose push
+    // never happens is never committed, and so never looked up.
+    if let Ok(mut h) = history.lock() {
+        h.push(c.seq, size, root, Hash(decided.chain));
+    }
+    out.faults.check("orchestrator.before-publish")?;
+    let len = decided.encoded_len(input.raw().len());
+    if !push(out, tag::SEQUENCED, len, |buf| decided.encode(buf, input.raw()))? {
+        return Ok(false);
+    }
+    out.faults.check("orchestrator.after-publish")?;
+    out.last = (c.seq, Hash(decided.chain));
+    spine.passed(c);
+    metrics.batches.inc();
+    metrics.events.inc_by(input.len() as u64);
+    metrics.seq.set(c.seq as i64);
+    metrics.tree_size.set(size as i64);
+    Ok(true)
+}
+
+/// The control plane's turn in the loop: what changed in the facts, the
+/// signed events waiting on the socket, and a pending recovery's rejoin.
+/// Each produces control records, sequenced at once as a batch of their
+/// own. `Ok(false)`: asked to stop.
+fn control_tick(
+    ctl: &mut Control<'_>,
+    spine: &mut Spine,
+    out: &mut Output<'_>,
+    history: &Mutex<History>,
+    metrics: &Metrics,
+) -> Result<bool, OrchestratorError> {
+    if ctl.observed.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
+        ctl.observed = Some(Instant::now());
+        let (quorum, vault_ok) = ctl.facts();
+        let records = ctl.plane.observe(quorum, vault_ok);
+        if !records.is_empty() && sequence_control(ctl, &records, spine, out, history, metrics)?.is_none() {
+            return Ok(false);
+        }
+    }
+    while let Ok(req) = ctl.requests.try_recv() {
+        let answer = match ctl.plane.submit(&req.note, crate::stages::now_ns()) {
+            Err(r) => socket::Answer::Refused(r),
+            Ok(records) => match sequence_control(ctl, &records, spine, out, history, metrics)? {
+                Some(seq) => socket::Answer::Sequenced { seq, mode: ctl.plane.mode().name() },
+                None => return Ok(false),
+            },
+        };
+        // The requester may have given up; the records stand either way.
+        let _ = req.answer.send(answer);
+    }
+    if ctl.plane.recovering()
+        && ctl.recovery_tried.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        && out.ring.wait_drained(Instant::now())
+    {
+        ctl.recovery_tried = Some(Instant::now());
+        match check_rejoin(ctl, out.last) {
+            Ok(()) => {
+                let records = ctl.plane.rejoin();
+                if sequence_control(ctl, &records, spine, out, history, metrics)?.is_none() {
+                    return Ok(false);
+                }
+            }
+            Err(why) => tracing::error!(why, "recovery: the stored state does not verify yet; writes stay refused"),
+        }
+    }
+    Ok(true)
+}
+
+/// A recovery's rejoin: the database, read afresh, must be what this
+/// sequencer handed on (the same last seq and chain value), and pass the
+/// start's checks (the latest signed checkpoint, the one kept outside the
+/// database, the writer lease).
+fn check_rejoin(ctl: &Control<'_>, last: (u64, Hash)) -> Result<(), String> {
+    let restored = ctl.rt.block_on(restore::restore(ctl.settings)).map_err(|e| e.to_string())?;
+    if (restored.head.seq, restored.head.hash) != last {
+        return Err(format!(
+            "the database's head is batch {} but this sequencer handed on batch {}",
+            restored.head.seq, last.0
+        ));
+    }
+    Ok(())
+}
+
+/// Sequences `records` as one batch; `Ok(None)`: asked to stop.
+fn sequence_control(
+    ctl: &mut Control<'_>,
+    records: &[chronos_control::record::Record],
+    spine: &mut Spine,
+    out: &mut Output<'_>,
+    history: &Mutex<History>,
+    metrics: &Metrics,
+) -> Result<Option<u64>, OrchestratorError> {
+    ctl.nonce += 1;
+    let nonce = crate::stages::now_ns() ^ ctl.nonce;
+    let bytes = plane::control_batch(&ctl.settings.hasher, records, nonce).map_err(OrchestratorError::Refused)?;
+    let input: HashedRef<'_> =
+        Hashed::decode(tag::HASHED, &bytes).map_err(|e| OrchestratorError::Refused(format!("a control batch: {e}")))?;
+    let mut c = Candidate::new(input);
+    match spine.apply(&mut c)? {
+        Verdict::Continue => {}
+        other => {
+            return Err(OrchestratorError::Refused(format!("a stage refused a batch of control records: {other:?}")));
+        }
+    }
+    Ok(hand_on(spine, &mut c, out, history, metrics)?.then_some(c.seq))
 }
 
 /// Hands a refusal to the vault writer, which answers the client at once

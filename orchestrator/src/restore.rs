@@ -19,6 +19,8 @@ pub struct Restored {
     pub last_signed: Option<LastSigned>,
     /// Time of the newest batch, ns.
     pub last_time: u64,
+    /// The log's control records (leaf, batch time, bytes), in order.
+    pub control: Vec<(u64, u64, Vec<u8>)>,
 }
 
 /// The newest checkpoint known at start.
@@ -148,7 +150,8 @@ pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError>
         .await
         .map_err(chronos_vault::store::VaultError::from)?
         .map(|r| r.get(0));
-    Ok(Restored { head, root, range, keys, last_signed, last_time: last_time.unwrap_or(0) as u64 })
+    let control = chronos_vault::store::control_records(vault.client()).await?;
+    Ok(Restored { head, root, range, keys, last_signed, last_time: last_time.unwrap_or(0) as u64, control })
 }
 
 /// `Ok(Err(reason))` when the stored log is not `cp` or an extension of it.

@@ -257,6 +257,14 @@ impl Stage for Timestamp {
         "timestamp"
     }
     fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
+        if c.input.reply.slot == chronos_wire::Reply::CONTROL_SLOT {
+            // The log's own control records are written whatever the
+            // quorum, stamped with the time they can honestly claim
+            // (`untrusted` without a quorum): losing the quorum is itself
+            // one of the things they record.
+            c.time = Some(trusted(&self.clock.stamp_always(), &mut self.last)?);
+            return Ok(Verdict::Continue);
+        }
         match self.clock.stamp() {
             Ok(stamp) => {
                 c.time = Some(trusted(&stamp, &mut self.last)?);

@@ -55,6 +55,11 @@ impl TimeReader {
         TimeReader { quorum: None, page: OnceLock::new() }
     }
 
+    /// Whether time sources are configured (else there is no quorum to lose).
+    pub fn has_sources(&self) -> bool {
+        self.quorum.is_some()
+    }
+
     /// Whether writes need a quorum that may be missing (the refuse policy).
     pub fn gates_writes(&self) -> bool {
         matches!(self.quorum, Some((_, Policy::Refuse)))

@@ -30,6 +30,11 @@
 //!   longer waits for); a commit that failed after persisting is the same;
 //! * PostgreSQL unreachable: nothing is released, flushes are retried with
 //!   backoff, heartbeats say the database is down so ingest answers 503;
+//!   after [`BREAKER_THRESHOLD`] failures in a row the circuit breaker
+//!   opens (`Settings::breaker_file` appears: the orchestrator turns the
+//!   log's mode to isolated), nothing is attempted for
+//!   [`BREAKER_COOLDOWN`], then one probe (a connection that migrates,
+//!   reads the head and checks the lease) closes it or opens it again;
 //!   after a PostgreSQL crash the missing `logs` range is recorded in
 //!   `logs_rebuild` before anything new is committed, then restored in the
 //!   background (`vault-writer.rebuild`), resumable after a kill.
@@ -74,7 +79,15 @@ pub struct Settings {
     pub epoch: u64,
     /// Fault injection at the crash boundaries (tests only).
     pub faults: chronos_faults::Faults,
+    /// Present while the circuit breaker is open (with why); the
+    /// orchestrator reads it for the log's mode.
+    pub breaker_file: Option<std::path::PathBuf>,
 }
+
+/// Failed commits or connections in a row that open the circuit.
+pub const BREAKER_THRESHOLD: u32 = 3;
+/// How long an open circuit attempts nothing before its probe.
+pub const BREAKER_COOLDOWN: Duration = Duration::from_secs(1);
 
 /// Most audit events of refused bodies written per minute.
 pub const AUDIT_PER_MINUTE: u32 = 60;
@@ -105,6 +118,8 @@ pub struct Metrics {
     pub acks_dropped: Counter,
     pub committed_seq: Gauge,
     pub db_up: Gauge,
+    /// 1 while the circuit breaker is open.
+    pub breaker_open: Gauge,
     /// Leaves whose `logs` rows are still being restored after a crash.
     pub rebuild_remaining: Gauge,
     /// Audit events of refused bodies left out by the rate limit.
@@ -123,6 +138,7 @@ impl Default for Metrics {
             acks_dropped: Counter::default(),
             committed_seq: Gauge::default(),
             db_up: Gauge::default(),
+            breaker_open: Gauge::default(),
             rebuild_remaining: Gauge::default(),
             audit_dropped: Counter::default(),
         }
@@ -162,6 +178,11 @@ impl Metrics {
             "1 when the last database operation succeeded",
             self.db_up.clone(),
         );
+        r.register(
+            "chronos_vault_writer_circuit_open",
+            "1 while the circuit breaker is open (the log's mode is isolated)",
+            self.breaker_open.clone(),
+        );
     }
 }
 
@@ -193,38 +214,10 @@ struct Writer<'s> {
     acks: Vec<Producer>,
     db_ok: bool,
     seq_ring: String,
-    audit_limit: RateLimit,
+    audit_limit: chronos_vault::audit::RateLimit,
+    breaker: chronos_control::breaker::Breaker,
     /// The background restore of `logs` rows lost in a PostgreSQL crash.
     rebuild: Option<std::thread::JoinHandle<Result<(), VaultError>>>,
-}
-
-/// At most `per_minute` admissions a minute; counts the rest.
-#[derive(Debug)]
-struct RateLimit {
-    per_minute: u32,
-    window: Instant,
-    admitted: u32,
-    skipped: u64,
-}
-
-impl RateLimit {
-    fn new(per_minute: u32) -> RateLimit {
-        RateLimit { per_minute, window: Instant::now(), admitted: 0, skipped: 0 }
-    }
-
-    /// `Some(skipped since the last admission)` if admitted now.
-    fn admit(&mut self) -> Option<u64> {
-        if self.window.elapsed() >= Duration::from_secs(60) {
-            self.window = Instant::now();
-            self.admitted = 0;
-        }
-        if self.admitted >= self.per_minute {
-            self.skipped += 1;
-            return None;
-        }
-        self.admitted += 1;
-        Some(std::mem::take(&mut self.skipped))
-    }
 }
 
 fn now_ns() -> u64 {
@@ -262,9 +255,15 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
         acks,
         db_ok: false,
         seq_ring,
-        audit_limit: RateLimit::new(AUDIT_PER_MINUTE),
+        audit_limit: chronos_vault::audit::RateLimit::new(AUDIT_PER_MINUTE),
         rebuild: None,
+        breaker: chronos_control::breaker::Breaker::new(BREAKER_THRESHOLD, BREAKER_COOLDOWN.as_nanos() as u64),
     };
+    // A circuit opened by a predecessor is not ours: this writer starts
+    // closed and opens it again if the database is still down.
+    if let Some(f) = &settings.breaker_file {
+        let _ = std::fs::remove_file(f);
+    }
     let mut pending: Vec<Pending> = Vec::new();
     let mut pending_bytes = 0usize;
     let mut first_at = Instant::now();
@@ -284,15 +283,29 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
             last_beat = Instant::now();
         }
         if w.vault.is_none() {
+            let since = *down_since.get_or_insert_with(Instant::now);
+            if !w.breaker.allow(now_ns()) {
+                // Open: nothing is attempted until the cooldown has passed.
+                if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(10) {
+                    tracing::error!(
+                        pending = pending.len(),
+                        "stopping with the circuit open; the records stay in the ring"
+                    );
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
             match rt.block_on(w.connect()) {
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     down_since = None;
+                    w.report(Ok(()));
                 }
                 Err(e @ VaultWriterError::Refused(_)) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable");
-                    let since = *down_since.get_or_insert_with(Instant::now);
+                    w.report(Err(&e.to_string()));
                     if stop.load(Ordering::Relaxed) && since.elapsed() > Duration::from_secs(10) {
                         tracing::error!(
                             pending = pending.len(),
@@ -321,6 +334,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
             last_ping = Instant::now();
             if let Err(e) = rt.block_on(w.ping()) {
                 tracing::warn!(error = %e, "database connection lost; reconnecting");
+                w.report(Err(&e.to_string()));
                 w.vault = None;
                 w.db_ok = false;
                 metrics.db_up.set(0);
@@ -359,6 +373,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
             Ok(flushed) => {
                 // Committed: the records can go, and their requests be answered.
                 input.release();
+                w.report(Ok(()));
                 w.answer(&flushed.answers);
                 if !flushed.refusals.is_empty() {
                     rt.block_on(w.audit_refusals(&flushed.refusals));
@@ -375,6 +390,7 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
             }
             Err(FlushError::Unavailable(e)) => {
                 metrics.commit_failures.inc();
+                w.report(Err(&e.to_string()));
                 tracing::warn!(error = %e, batches = pending.len(), "commit failed; will reconnect and retry");
                 w.vault = None;
                 w.db_ok = false;
@@ -404,6 +420,31 @@ impl From<VaultError> for FlushError {
 }
 
 impl Writer<'_> {
+    /// Tells the circuit breaker how a commit, connection or ping went,
+    /// and publishes its opening and closing.
+    fn report(&mut self, outcome: Result<(), &str>) {
+        use chronos_control::breaker::Change;
+        let change = self.breaker.report(outcome.is_ok(), now_ns());
+        let Some(file) = &self.s.breaker_file else { return };
+        match (change, outcome) {
+            (Change::Opened, Err(why)) => {
+                tracing::error!(why, failures = BREAKER_THRESHOLD, "circuit open: the vault cannot commit");
+                self.metrics.breaker_open.set(1);
+                let text =
+                    format!("PostgreSQL is unreachable: {BREAKER_THRESHOLD} failures in a row, the last: {why}\n");
+                if let Err(e) = std::fs::write(file, text) {
+                    tracing::error!(file = %file.display(), error = %e, "cannot publish the open circuit");
+                }
+            }
+            (Change::Closed, _) => {
+                tracing::warn!("circuit closed: the probe reached the database");
+                self.metrics.breaker_open.set(0);
+                let _ = std::fs::remove_file(file);
+            }
+            _ => {}
+        }
+    }
+
     async fn connect(&mut self) -> Result<(), VaultWriterError> {
         let (mut client, conn) = chronos_tls::pg::connect(&self.s.database_url)
             .await
@@ -696,6 +737,11 @@ impl Writer<'_> {
 
     fn answer(&mut self, answers: &[(u16, Answer)]) {
         for (slot, answer) in answers {
+            if *slot == chronos_wire::Reply::CONTROL_SLOT {
+                // The orchestrator's own batch: it reads the commit from
+                // the database, nobody waits on a ring.
+                continue;
+            }
             let Some(ring) = self.acks.get_mut(usize::from(*slot)) else {
                 tracing::warn!(slot, "answer for an ingest slot outside the topology");
                 continue;
@@ -797,22 +843,4 @@ async fn rebuild(
 
 fn db_err(e: VaultError) -> VaultWriterError {
     VaultWriterError::Unavailable(e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, Instant};
-
-    use super::RateLimit;
-
-    #[test]
-    fn refusals_past_the_limit_are_counted_and_the_next_minutes_first_event_says_how_many() {
-        let mut limit = RateLimit::new(3);
-        let admitted: Vec<Option<u64>> = (0..5).map(|_| limit.admit()).collect();
-        assert_eq!(admitted, [Some(0), Some(0), Some(0), None, None]);
-        // A minute later (moved back rather than waited for).
-        limit.window = Instant::now().checked_sub(Duration::from_secs(60)).unwrap();
-        assert_eq!(limit.admit(), Some(2), "the first event of the next minute counts the two left out");
-        assert_eq!(limit.admit(), Some(0));
-    }
 }

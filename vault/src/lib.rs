@@ -18,6 +18,7 @@
 //! and spec/ledger.md. It never reads the ledger for verification: the
 //! verifier reads PostgreSQL on its own, as an outsider would.
 
+pub mod audit;
 pub mod lease;
 pub mod read;
 pub mod schema;

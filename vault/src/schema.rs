@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_writer_lease_and_logs_rebuild.sql"),
     },
     Migration { version: 5, name: "time_evidence", sql: include_str!("../migrations/0005_time_evidence.sql") },
+    Migration { version: 6, name: "control_log", sql: include_str!("../migrations/0006_control_log.sql") },
 ];
 
 /// The schema version this binary writes.

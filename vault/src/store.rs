@@ -373,6 +373,7 @@ impl Vault {
         copy_logs(&tx, &st.copy_logs, batches.iter().flat_map(|b| rows_of(b))).await?;
         crate::tiles::append(&tx, &st, tile_nodes).await?;
         insert_keys(&tx, &st.keys, batches).await?;
+        insert_control(&tx, batches).await?;
         // If we crash here, before the commit, PostgreSQL discards all of it;
         // the caller has acknowledged nothing yet and sends it again.
         tx.commit().await?;
@@ -557,6 +558,44 @@ struct LogRow<'a> {
     claimed_time_ns: Option<i64>,
     leaf_hash: Hash,
     event: &'a [u8],
+}
+
+/// Copies the batches' control records into `control_log` (rare: only
+/// the orchestrator's own batches hold them; one byte compared per event).
+async fn insert_control(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Result<(), VaultError> {
+    for b in batches {
+        for (i, e) in b.events.iter().enumerate() {
+            if !chronos_control::record::is_control(e.bytes) {
+                continue;
+            }
+            let record = chronos_control::record::Record::parse(e.bytes).map_err(|err| {
+                VaultError::Range(format!("batch {}: a control record that does not parse: {err}", b.header.seq))
+            })?;
+            tx.execute(
+                "INSERT INTO control_log (leaf_index, batch_seq, kind, record) VALUES ($1, $2, $3, $4)",
+                &[
+                    &i64_of("leaf index", b.header.first_leaf + i as u64)?,
+                    &i64_of("seq", b.header.seq)?,
+                    &record.kind(),
+                    &e.bytes,
+                ],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The log's control records in leaf order, with their batch's time (ns).
+pub async fn control_records(client: &tokio_postgres::Client) -> Result<Vec<(u64, u64, Vec<u8>)>, VaultError> {
+    let rows = client
+        .query(
+            "SELECT c.leaf_index, b.time_ns, c.record FROM control_log c JOIN batches b ON b.seq = c.batch_seq \
+             ORDER BY c.leaf_index",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get::<_, i64>(1) as u64, r.get(2))).collect())
 }
 
 fn rows_of<'a>(b: &'a BatchRecord<'a>) -> impl Iterator<Item = LogRow<'a>> + 'a {

@@ -40,6 +40,11 @@ pub enum Kind {
     /// support: the evidence is missing or altered, its selection does
     /// not recompute, or the batch's time lies outside what it allows.
     TimeUnproven,
+    /// The log's control records do not tell a possible history: an event
+    /// the log should have refused (unknown, revoked or unauthorized key,
+    /// bad signature, replay, illegal in its mode), a mode transition the
+    /// table does not give, or data written in a mode that refuses writes.
+    ControlInvalid,
 }
 
 impl Kind {
@@ -56,6 +61,7 @@ impl Kind {
             Kind::RolledBack => "rolled back",
             Kind::Forked => "forked",
             Kind::TimeUnproven => "time unproven",
+            Kind::ControlInvalid => "control invalid",
         }
     }
 }
@@ -214,6 +220,9 @@ pub struct Summary {
     pub quorum_batches: u64,
     /// Leaves in the verified tree.
     pub tree_size: u64,
+    /// Of them, control records (keys, signed control events, mode
+    /// transitions), replayed and checked.
+    pub control_records: u64,
     /// Leaves beyond the newest valid signed checkpoint: checked for
     /// consistency, but nothing signed vouches for them yet.
     pub unsigned_leaves: u64,

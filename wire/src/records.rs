@@ -43,6 +43,12 @@ pub struct Reply {
     pub request: u64,
 }
 
+impl Reply {
+    /// The slot of the orchestrator's own batches (control records): no
+    /// ingest process waits for their answer.
+    pub const CONTROL_SLOT: u16 = u16::MAX;
+}
+
 /// An event as ingest hands it on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventMeta<'a> {

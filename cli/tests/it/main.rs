@@ -94,6 +94,7 @@ mod bench;
 mod bridge;
 mod bridge_grpc;
 mod bridge_roughtime;
+mod control;
 mod pipeline;
 mod promises;
 mod spec;

@@ -18,6 +18,14 @@ fn deliver(s: &Shared, request: u64, answer: Answer) {
     }
 }
 
+/// Why the log's published mode refuses writes, if it does.
+fn mode_refusal(file: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let mut lines = text.lines();
+    let (_mode, writes, why) = (lines.next()?, lines.next()?, lines.next().unwrap_or_default());
+    (writes == "refuses").then(|| why.to_owned())
+}
+
 /// The ack thread: delivers answers and heartbeats from the vault writer.
 pub(super) fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Result<(), RingError> {
     let mut last_check = Instant::now() - Duration::from_secs(1);
@@ -39,7 +47,12 @@ pub(super) fn ack_loop(s: &Shared, mut acks: Consumer, stop: &AtomicBool) -> Res
                 .any(|h| ring::inspect(&s.settings.names.ingest(s.settings.slot, h)).is_ok_and(|st| st.consumer_alive));
             s.hashers_alive.store(alive, Ordering::Relaxed);
             s.orchestrator_ready.store(announced_alive(&s.settings.orchestrator_ready), Ordering::Relaxed);
-            let refusal = s.settings.refusal_files.iter().find_map(|f| std::fs::read_to_string(f).ok());
+            let refusal = s
+                .settings
+                .refusal_files
+                .iter()
+                .find_map(|f| std::fs::read_to_string(f).ok())
+                .or_else(|| s.settings.mode_file.as_deref().and_then(mode_refusal));
             if let Ok(mut g) = s.refusal.lock() {
                 *g = refusal.map(|r| r.trim().to_owned());
             }

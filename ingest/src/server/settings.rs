@@ -37,6 +37,10 @@ pub struct Settings {
     /// database behind the saved checkpoint, a fenced writer) writes why;
     /// their text is the reason given in every 503.
     pub refusal_files: Vec<std::path::PathBuf>,
+    /// Where the orchestrator publishes the log's mode: its name, `writes`
+    /// or `refuses`, and why (hold, recovery, isolated, degraded under the
+    /// refuse policy). A refusing mode is the reason given in every 503.
+    pub mode_file: Option<std::path::PathBuf>,
     /// Written (with our pid) the first time the pipeline is ready, so that
     /// `chronos up` says it is up only when requests can be committed.
     pub ready_file: Option<std::path::PathBuf>,

@@ -291,6 +291,13 @@ impl Rig {
             epoch: 0,
             faults,
             clock: Arc::new(chronos_time::TimeReader::host()),
+            control: chronos_orchestrator::plane::ControlSettings {
+                socket: self.dir.path().join("control.sock"),
+                genesis: Vec::new(),
+                mode_file: self.dir.path().join("mode"),
+                breaker_file: self.dir.path().join("vault.breaker"),
+                accept_without_quorum: false,
+            },
         }
     }
 

@@ -161,6 +161,7 @@ impl Rig {
             key_window: Duration::from_secs(900),
             epoch,
             faults,
+            breaker_file: None,
         }
     }
 

@@ -36,6 +36,10 @@ pub(super) struct Checked {
     /// Rows missing where `logs` is being rebuilt: not findings.
     pub(super) pending_rows: u64,
     pub(super) bytes: u64,
+    /// The batch's control records (leaf, bytes), from its payload.
+    pub(super) control: Vec<(u64, Vec<u8>)>,
+    /// Events of the batch that are not control records.
+    pub(super) data_events: u64,
 }
 
 /// A claimed time as the vault stores it: nanoseconds since 1970 to
@@ -92,6 +96,8 @@ pub(super) fn check_unit(hasher: &TreeHasher, unit: Unit, pending: Option<Pendin
         rows: unit.rows.len() as u64,
         pending_rows: 0,
         bytes: b.payload.len() as u64 + unit.rows.iter().map(|r| r.event.len() as u64).sum::<u64>(),
+        control: Vec::new(),
+        data_events: 0,
     };
     let (seq, first, count) = (out.seq, out.first_leaf, out.leaf_count);
     match header_of(b) {
@@ -104,6 +110,15 @@ pub(super) fn check_unit(hasher: &TreeHasher, unit: Unit, pending: Option<Pendin
     let events: Result<Vec<Event>, String> =
         payload::decode(b.payload_codec, &b.payload, count, MAX_DECODED).map_err(|e| e.to_string());
     let p: Option<Vec<Hash>> = events.as_ref().ok().map(|ev| ev.iter().map(|e| hasher.leaf(&e.bytes)).collect());
+    if let Ok(ev) = &events {
+        for (i, e) in ev.iter().enumerate() {
+            if chronos_control::record::is_control(&e.bytes) {
+                out.control.push((first + i as u64, e.bytes.clone()));
+            } else {
+                out.data_events += 1;
+            }
+        }
+    }
 
     // The rows, against the payload.
     let mut row_findings = Vec::new();

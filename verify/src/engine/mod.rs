@@ -29,6 +29,7 @@
 mod anchors;
 mod assembler;
 mod checker;
+mod control;
 mod findings;
 mod rows;
 mod sequencer;
@@ -110,6 +111,7 @@ where
     let mut logs = streams.logs.peekable();
     let (pending, rebuild_note) = Pending::new(streams.logs_rebuild, logs.peek().is_none());
     let mut rows_missing = 0u64;
+    let mut control = control::Control::new(&identity.origin);
     let outcome = std::thread::scope(|s| -> Result<(), Error> {
         let (wtx, wrx): (SyncSender<Result<Window, Error>>, Receiver<_>) = sync_channel(2);
         let (ctx, crx) = sync_channel::<Result<(Window, Vec<Checked>), Error>>(2);
@@ -133,6 +135,7 @@ where
             for c in checked {
                 let (leaves, bytes) = (c.leaf_count, c.bytes);
                 rows_missing += c.pending_rows;
+                control.batch(&c, &mut seqr.findings);
                 seqr.batch(c)?;
                 progress.advance(leaves, bytes);
             }
@@ -141,6 +144,7 @@ where
     });
     outcome?;
     let (findings, mut summary, mut notes) = seqr.finish()?;
+    summary.control_records = control.records;
     let (findings, findings_total) = findings.into_sorted();
     notes.extend(rebuild_note);
     let logs_rebuild = pending.and_then(|p| {
