@@ -260,8 +260,13 @@ fn describe(r: &Record) -> serde_json::Value {
                 Some(a) => (a.name(), String::new()),
                 None => ("?", String::new()),
             };
+            let summary = if argument.is_empty() {
+                format!("{action} (signed by {})", signers.join(", "))
+            } else {
+                format!("{action} {argument:?} (signed by {})", signers.join(", "))
+            };
             json!({ "kind": "event", "action": action, "argument": argument, "signed_by": signers, "note": note,
-                    "summary": format!("{action} {argument} (signed by {})", signers.join(", ")) })
+                    "summary": summary })
         }
         Record::Transition { from, to, cause } => json!({
             "kind": "transition", "from": from.name(), "to": to.name(), "cause": cause.token(),

@@ -297,8 +297,9 @@ enum KeysCommand {
     Revoke {
         #[command(flatten)]
         signing: control::Signing,
-        /// The key, as `name+keyid` (see `chronos control status`).
-        key: String,
+        /// The key to revoke, as `name+keyid` (see `chronos control status`).
+        #[arg(value_name = "NAME+KEYID")]
+        revoked: String,
     },
 }
 
@@ -326,8 +327,8 @@ fn control(cmd: ControlCommand) -> anyhow::Result<ExitCode> {
                 .collect::<anyhow::Result<Vec<_>>>()?;
             control::act(&signing, Action::KeysAdd { key, roles })
         }
-        ControlCommand::Keys(KeysCommand::Revoke { signing, key }) => {
-            control::act(&signing, Action::KeysRevoke { key })
+        ControlCommand::Keys(KeysCommand::Revoke { signing, revoked }) => {
+            control::act(&signing, Action::KeysRevoke { key: revoked })
         }
         ControlCommand::Submit { data_dir, file } => {
             let note = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
@@ -438,6 +439,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  hash          {}", settings.hash);
                 println!("  signing key   {} (keep it secret)", settings.signing_key.display());
                 println!("  verifier key  {verifier}");
+                println!(
+                    "  operator key  {} (roles admin, operator: `chronos control`; keep it secret)",
+                    data_dir.join(control::OPERATOR_KEY).display()
+                );
                 println!("  configuration {}", data_dir.join(config::CONFIG_FILE).display());
                 println!("Give the verifier key to anyone who will check checkpoints or proofs of this log.");
             }
@@ -460,5 +465,17 @@ fn main() -> ExitCode {
             }
             prove::exit_code(&e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every subcommand's arguments are well formed (clap checks names,
+    /// groups and conflicts only when a command is built).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -127,6 +127,19 @@ impl Record {
     }
 }
 
+/// A hold: why, and who placed it (`name+keyid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub reason: String,
+    pub by: String,
+}
+
+impl std::fmt::Display for Hold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "placed by {}: {:?}", self.by, self.reason)
+    }
+}
+
 /// The log's operation as its control records tell it, replayed in order.
 #[derive(Debug, Clone)]
 pub struct Replay {
@@ -134,8 +147,8 @@ pub struct Replay {
     pub registry: Registry,
     /// The recorded mode (a log begins active).
     pub mode: Mode,
-    /// The reason of the hold in force.
-    pub held: Option<String>,
+    /// The hold in force: its reason and the key that placed it.
+    pub held: Option<Hold>,
     pub recovering: bool,
     genesis: bool,
     /// The mode event of the last accepted event, until its transition.
@@ -191,7 +204,7 @@ impl Replay {
                     .accept_at(note, &self.origin, None, self.mode)
                     .map_err(|r| format!("an event the log should have refused: {r}"))?;
                 match &event.action {
-                    Action::Hold { reason } => self.held = Some(format!("{reason} (by {signer})")),
+                    Action::Hold { reason } => self.held = Some(Hold { reason: reason.clone(), by: signer }),
                     Action::Release => self.held = None,
                     Action::Recover => self.recovering = true,
                     Action::KeysAdd { .. } | Action::KeysRevoke { .. } => {}
@@ -300,7 +313,7 @@ mod tests {
             r.apply(rec).unwrap();
         }
         assert_eq!((r.mode, r.data_allowed()), (Mode::Hold, false));
-        assert!(r.held.as_deref().is_some_and(|h| h.starts_with("audit (by op+")), "{:?}", r.held);
+        assert!(r.held.as_ref().is_some_and(|h| h.reason == "audit" && h.by.starts_with("op+")), "{:?}", r.held);
         r.apply(&release).unwrap();
         r.apply(&to_active).unwrap();
         assert!(r.data_allowed());

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use chronos_control::event::{Action, Refusal, Registry, Role};
-use chronos_control::record::{Record, Replay};
+use chronos_control::record::{Hold, Record, Replay};
 use chronos_control::{Event, Machine, Mode};
 use chronos_ledger::{NoteVerifier, TreeHasher, payload, tree};
 use chronos_wire::{EventMeta, Hashed, Ingest, Reply, tag};
@@ -82,7 +82,7 @@ impl ControlMetrics {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub mode: String,
-    pub hold_reason: Option<String>,
+    pub hold: Option<Hold>,
     pub recovering: bool,
     pub quorum: bool,
     pub vault_ok: bool,
@@ -97,7 +97,7 @@ pub struct Plane {
     origin: String,
     machine: Machine,
     registry: Registry,
-    held: Option<String>,
+    held: Option<Hold>,
     genesis: Option<Record>,
     settings: ControlSettings,
     snapshot: Arc<Mutex<Snapshot>>,
@@ -170,10 +170,10 @@ impl Plane {
             return None;
         }
         Some(match self.machine.mode {
-            Mode::Hold => format!(
-                "the log is in mode hold (placed by an operator: {}); only a signed release lifts it",
-                self.held.as_deref().unwrap_or("no reason given")
-            ),
+            Mode::Hold => match &self.held {
+                Some(h) => format!("the log is in mode hold, {h}; only a signed release lifts it"),
+                None => "the log is in mode hold; only a signed release lifts it".into(),
+            },
             Mode::Recovery => "the log is in mode recovery: writes wait until the restored state is verified".into(),
             Mode::Isolated => {
                 "the log is in mode isolated: the vault cannot commit (PostgreSQL is unreachable; its circuit is open)"
@@ -231,7 +231,7 @@ impl Plane {
         let mut out: Vec<Record> = self.genesis.take().into_iter().collect();
         out.push(Record::Event { note: note.to_owned() });
         match &event.action {
-            Action::Hold { reason } => self.held = Some(format!("{reason} (by {signer})")),
+            Action::Hold { reason } => self.held = Some(Hold { reason: reason.clone(), by: signer.clone() }),
             Action::Release => self.held = None,
             Action::Recover | Action::KeysAdd { .. } | Action::KeysRevoke { .. } => {}
         }
@@ -263,7 +263,7 @@ impl Plane {
         if let Ok(mut s) = self.snapshot.lock() {
             *s = Snapshot {
                 mode: mode.name().into(),
-                hold_reason: self.held.clone(),
+                hold: self.held.clone(),
                 recovering: self.machine.recovering,
                 quorum: self.machine.quorum,
                 vault_ok: self.machine.vault_ok,

@@ -127,7 +127,7 @@ fn status(cx: &Context) -> serde_json::Value {
         s.keys.iter().map(|(k, roles, revoked)| json!({ "key": k, "roles": roles, "revoked": revoked })).collect();
     json!({
         "mode": s.mode,
-        "hold_reason": s.hold_reason,
+        "hold": s.hold.as_ref().map(|h| json!({ "reason": h.reason, "by": h.by })),
         "recovery_pending": s.recovering,
         "time_quorum": s.quorum,
         "vault_ok": s.vault_ok,

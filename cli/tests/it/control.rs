@@ -255,15 +255,25 @@ fn the_circuit_opens_when_postgres_stops_under_load_and_closes_when_it_is_back_w
 }
 
 #[test]
-fn verify_finds_an_edited_or_a_deleted_control_record() {
+fn a_recovery_rejoins_once_verified_and_verify_finds_an_edited_or_a_deleted_control_record() {
     let mut s = Stack::start(&[]);
     let data = s.data();
     assert_eq!(s.post(b"{\"n\":1}\n", &[NDJSON]).status, 200);
     assert_eq!(control(&data, &["hold", "--reason", "quarterly audit"]).0, 0);
     assert_eq!(control(&data, &["release"]).0, 0);
+    // A recovery: entered by the signed event, left only by the verified
+    // rejoin (the database re-read and checked against the signed and the
+    // saved checkpoints), which the orchestrator records itself.
+    let (code, recover, err) = control(&data, &["recover"]);
+    assert_eq!((code, &recover["mode"]), (0, &"recovery".into()), "{recover} {err}");
+    wait_mode(&s, "active");
     s.wait_ready(Duration::from_secs(30));
     assert_eq!(s.post(b"{\"n\":2}\n", &[NDJSON]).status, 200);
     s.stop();
+    assert_eq!(transitions(&s), ["active>hold", "hold>active", "active>recovery", "recovery>active"]);
+    let h = super::chronos(&["control", "history", "--json", "--database-url", &s.url], &[]);
+    let h: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
+    assert_eq!(h.as_array().unwrap().last().unwrap()["record"]["cause"], "rejoin-verified");
     assert_eq!(s.verify()["status"], "intact");
 
     // Edited: the hold's reason, in its `logs` row.
