@@ -119,6 +119,9 @@ pub struct Signing {
     /// Print the signed event instead of submitting it (`chronos control submit` sends it).
     #[arg(long)]
     pub sign_only: bool,
+    /// Print the orchestrator's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn now_ns() -> u64 {
@@ -149,15 +152,24 @@ pub fn act(s: &Signing, action: Action) -> anyhow::Result<ExitCode> {
         print!("{note}");
         return Ok(ExitCode::SUCCESS);
     }
-    submit(&s.data_dir, &note)
+    submit(&s.data_dir, &note, s.json)
 }
 
 /// Submits a signed event; exit 0 accepted and committed, 1 refused, 2
 /// not submitted or not committed.
 #[allow(clippy::print_stdout)] // the command's output
-pub fn submit(data_dir: &Path, note: &str) -> anyhow::Result<ExitCode> {
+pub fn submit(data_dir: &Path, note: &str, json_out: bool) -> anyhow::Result<ExitCode> {
     let answer = request(data_dir, &format!("submit\n{note}"))?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    let text = |k: &str| answer[k].as_str().unwrap_or_default().to_owned();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if answer["accepted"] == false {
+        println!("refused ({}): {}", text("refusal"), text("reason"));
+    } else if answer["committed"] == true {
+        println!("accepted: committed in batch {}; the log is in mode {}", answer["seq"], text("mode"));
+    } else {
+        println!("accepted: sequenced as batch {}, not committed yet: {}", answer["seq"], text("detail"));
+    }
     Ok(match (answer["accepted"].as_bool(), answer["committed"].as_bool()) {
         (Some(true), Some(true)) => ExitCode::SUCCESS,
         (Some(false), _) => ExitCode::from(1),
@@ -167,9 +179,29 @@ pub fn submit(data_dir: &Path, note: &str) -> anyhow::Result<ExitCode> {
 
 /// The running orchestrator's status.
 #[allow(clippy::print_stdout)] // the command's output
-pub fn status(data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let answer = request(data_dir, "status\n")?;
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+pub fn status(data_dir: &Path, json_out: bool) -> anyhow::Result<ExitCode> {
+    let a = request(data_dir, "status\n")?;
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&a)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let yes = |v: &serde_json::Value| if v == true { "yes" } else { "no" };
+    println!("mode              {}", a["mode"].as_str().unwrap_or_default());
+    match a["hold"].as_object() {
+        Some(h) => println!("hold              placed by {}: {}", h["by"].as_str().unwrap_or_default(), h["reason"]),
+        None => println!("hold              none"),
+    }
+    println!("recovery pending  {}", yes(&a["recovery_pending"]));
+    println!("time quorum       {}", yes(&a["time_quorum"]));
+    println!("vault reachable   {}", yes(&a["vault_ok"]));
+    let recorded =
+        if a["keys_recorded_in_log"] == true { "recorded in the log" } else { "from chronos.toml, not yet recorded" };
+    println!("keys              ({recorded})");
+    for k in a["keys"].as_array().into_iter().flatten() {
+        let roles: Vec<&str> = k["roles"].as_array().into_iter().flatten().filter_map(|r| r.as_str()).collect();
+        let revoked = if k["revoked"] == true { "  REVOKED" } else { "" };
+        println!("  {:<24} {}{revoked}", k["key"].as_str().unwrap_or_default(), roles.join(","));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -219,7 +251,7 @@ pub fn history(source: &Source, json_out: bool) -> anyhow::Result<ExitCode> {
         for o in &out {
             println!(
                 "{:>10}  {}  {}",
-                o["leaf"],
+                o["leaf"].as_u64().unwrap_or_default(),
                 o["time"].as_str().unwrap_or_default(),
                 o["record"]["summary"].as_str().unwrap_or_default()
             );

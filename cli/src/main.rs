@@ -265,11 +265,17 @@ enum ControlCommand {
         #[arg(long, env = "CHRONOS_DATA_DIR")]
         data_dir: PathBuf,
         file: PathBuf,
+        /// Print the orchestrator's answer as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The running log's mode, hold, keys.
     Status {
         #[arg(long, env = "CHRONOS_DATA_DIR")]
         data_dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The log's operation as the log records it: keys, events, mode changes.
     History {
@@ -330,11 +336,11 @@ fn control(cmd: ControlCommand) -> anyhow::Result<ExitCode> {
         ControlCommand::Keys(KeysCommand::Revoke { signing, revoked }) => {
             control::act(&signing, Action::KeysRevoke { key: revoked })
         }
-        ControlCommand::Submit { data_dir, file } => {
+        ControlCommand::Submit { data_dir, file, json } => {
             let note = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-            control::submit(&data_dir, &note)
+            control::submit(&data_dir, &note, json)
         }
-        ControlCommand::Status { data_dir } => control::status(&data_dir),
+        ControlCommand::Status { data_dir, json } => control::status(&data_dir, json),
         ControlCommand::History { source, json } => control::history(&source, json),
     }
 }

@@ -19,6 +19,9 @@ fn control(data: &Path, args: &[&str]) -> (i32, serde_json::Value, String) {
     let mut all: Vec<&str> = vec!["control"];
     all.extend_from_slice(args);
     all.extend_from_slice(&["--data-dir", data.to_str().unwrap()]);
+    if args.first() != Some(&"keygen") {
+        all.push("--json");
+    }
     let out = super::chronos(&all, &[]);
     let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
     (out.status.code().unwrap_or(-1), json, String::from_utf8_lossy(&out.stderr).into_owned())
@@ -96,6 +99,10 @@ fn a_signed_hold_survives_every_restart_and_only_a_signed_release_lifts_it() {
         },
     );
     refused_writes(&s, "hold");
+    let plain = super::chronos(&["control", "status", "--data-dir", data.to_str().unwrap()], &[]);
+    let plain = String::from_utf8_lossy(&plain.stdout);
+    assert!(plain.contains("mode              hold"), "{plain}");
+    assert!(plain.contains("placed by operator+") && plain.contains("\"disk replaced in rack 4\""), "{plain}");
 
     // Every process of the pipeline, killed: the supervisor restarts it
     // and the hold is still there (it is in the log, not in memory).
