@@ -123,6 +123,23 @@ pub struct PipelineConfig {
     pub checkpoint_file: String,
     /// Interval between checkpoints (signed when the log grew), ms.
     pub checkpoint_interval_ms: u64,
+    /// A body with an event whose `timestamp` is more than this ahead of
+    /// the log's trusted time goes to the quarantine instead of the log
+    /// (422 with its id; `chronos control quarantine`), seconds; 0: no limit.
+    pub claimed_time_max_ahead_secs: u64,
+    /// The same, for a `timestamp` this far behind; 0: no limit.
+    pub claimed_time_max_behind_secs: u64,
+}
+
+impl PipelineConfig {
+    /// The quarantine's claimed-time window.
+    pub fn claimed_time(&self) -> chronos_orchestrator::stages::ClaimedTime {
+        let secs = |s: u64| (s > 0).then(|| std::time::Duration::from_secs(s));
+        chronos_orchestrator::stages::ClaimedTime {
+            max_ahead: secs(self.claimed_time_max_ahead_secs),
+            max_behind: secs(self.claimed_time_max_behind_secs),
+        }
+    }
 }
 
 impl Default for PipelineConfig {
@@ -133,6 +150,8 @@ impl Default for PipelineConfig {
             key_window_max_keys: 1 << 20,
             checkpoint_file: "latest.checkpoint".into(),
             checkpoint_interval_ms: 1000,
+            claimed_time_max_ahead_secs: 0,
+            claimed_time_max_behind_secs: 0,
         }
     }
 }

@@ -289,6 +289,9 @@ fn describe(r: &Record) -> serde_json::Value {
                     ("keys-add", format!("{key} as {}", roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(",")))
                 }
                 Some(Action::KeysRevoke { key }) => ("keys-revoke", key.clone()),
+                Some(a @ (Action::QuarantineRelease { id } | Action::QuarantineDrop { id })) => {
+                    (a.name(), format!("#{id}"))
+                }
                 Some(a) => (a.name(), String::new()),
                 None => ("?", String::new()),
             };
@@ -305,4 +308,68 @@ fn describe(r: &Record) -> serde_json::Value {
             "summary": format!("mode {} → {} ({})", from.name(), to.name(), cause.token()),
         }),
     }
+}
+
+/// What became of each quarantined body, from the log's control records:
+/// (id → "released" or "dropped", the leaf of the event).
+fn settled(records: &[(u64, u64, Vec<u8>)]) -> std::collections::BTreeMap<u64, (&'static str, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for (leaf, _, bytes) in records {
+        let Ok(Record::Event { note }) = Record::parse(bytes) else { continue };
+        let Ok(n) = Note::parse(note.as_bytes()) else { continue };
+        match ControlEvent::parse(n.text_unverified()).map(|e| e.action) {
+            Ok(Action::QuarantineRelease { id }) => out.insert(id, ("released", *leaf)),
+            Ok(Action::QuarantineDrop { id }) => out.insert(id, ("dropped", *leaf)),
+            _ => None,
+        };
+    }
+    out
+}
+
+/// `chronos control quarantine list`.
+#[allow(clippy::print_stdout)] // the command's output
+pub fn quarantine_list(source: &Source, json_out: bool) -> anyhow::Result<ExitCode> {
+    let db = source.open()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (rows, records) = rt.block_on(async {
+        let client = crate::database::connect(&db.url).await?;
+        let rows = chronos_vault::store::quarantined(&client, None)
+            .await
+            .context("reading the quarantine (schema version 7 or later)")?;
+        let records = chronos_vault::store::control_records(&client).await?;
+        anyhow::Ok((rows, records))
+    })?;
+    let settled = settled(&records);
+    let list: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let (status, leaf) = settled.get(&r.id).map_or(("pending", None), |(s, l)| (*s, Some(*l)));
+            json!({
+                "id": r.id,
+                "received_at": rfc3339((r.received_at * 1e9) as u64),
+                "events": r.event_count,
+                "digest": hex::encode(r.digest),
+                "reason": r.reason,
+                "status": status,
+                "settled_by_leaf": leaf,
+            })
+        })
+        .collect();
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else if list.is_empty() {
+        println!("the quarantine is empty");
+    } else {
+        for q in &list {
+            println!(
+                "#{:<5} {}  {:>5} event(s)  {:<8}  {}",
+                q["id"].as_u64().unwrap_or_default(),
+                q["received_at"].as_str().unwrap_or_default(),
+                q["events"].as_u64().unwrap_or_default(),
+                q["status"].as_str().unwrap_or_default(),
+                q["reason"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

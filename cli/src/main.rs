@@ -260,6 +260,10 @@ enum ControlCommand {
     /// Add or revoke an operator's key (admin role).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Bodies refused for a policy reason (a claimed time outside the window): list them,
+    /// release one into the log as a new batch, or drop it (operator role).
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
     /// Submit a control event signed elsewhere (`--sign-only`), from FILE.
     Submit {
         #[arg(long, env = "CHRONOS_DATA_DIR")]
@@ -283,6 +287,31 @@ enum ControlCommand {
         source: database::Source,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// Every quarantined body: id, when, events, pending/released/dropped, why.
+    List {
+        #[command(flatten)]
+        source: database::Source,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a quarantined body into the log, as a new batch (its client was answered already).
+    Release {
+        #[command(flatten)]
+        signing: control::Signing,
+        /// The body's id (`quarantine list`).
+        id: u64,
+    },
+    /// Keep a quarantined body out of the log for good (it stays in the table as evidence).
+    Drop {
+        #[command(flatten)]
+        signing: control::Signing,
+        /// The body's id (`quarantine list`).
+        id: u64,
     },
 }
 
@@ -335,6 +364,13 @@ fn control(cmd: ControlCommand) -> anyhow::Result<ExitCode> {
         }
         ControlCommand::Keys(KeysCommand::Revoke { signing, revoked }) => {
             control::act(&signing, Action::KeysRevoke { key: revoked })
+        }
+        ControlCommand::Quarantine(QuarantineCommand::List { source, json }) => control::quarantine_list(&source, json),
+        ControlCommand::Quarantine(QuarantineCommand::Release { signing, id }) => {
+            control::act(&signing, Action::QuarantineRelease { id })
+        }
+        ControlCommand::Quarantine(QuarantineCommand::Drop { signing, id }) => {
+            control::act(&signing, Action::QuarantineDrop { id })
         }
         ControlCommand::Submit { data_dir, file, json } => {
             let note = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;

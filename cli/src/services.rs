@@ -382,6 +382,7 @@ fn orchestrator_settings(plan: &Plan) -> anyhow::Result<chronos_orchestrator::Se
             breaker_file: plan.breaker_file(),
             accept_without_quorum: plan.time.policy == chronos_time::config::Policy::Accept,
         },
+        claimed_time: plan.cfg.pipeline.claimed_time(),
     })
 }
 

@@ -61,11 +61,26 @@ impl Role {
 /// What a control event asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Hold { reason: String },
+    Hold {
+        reason: String,
+    },
     Release,
     Recover,
-    KeysAdd { key: String, roles: Vec<Role> },
-    KeysRevoke { key: String },
+    KeysAdd {
+        key: String,
+        roles: Vec<Role>,
+    },
+    KeysRevoke {
+        key: String,
+    },
+    /// Write a quarantined body into the log, as a new batch.
+    QuarantineRelease {
+        id: u64,
+    },
+    /// Keep a quarantined body out of the log for good.
+    QuarantineDrop {
+        id: u64,
+    },
 }
 
 impl Action {
@@ -76,13 +91,19 @@ impl Action {
             Action::Recover => "recover",
             Action::KeysAdd { .. } => "keys-add",
             Action::KeysRevoke { .. } => "keys-revoke",
+            Action::QuarantineRelease { .. } => "quarantine-release",
+            Action::QuarantineDrop { .. } => "quarantine-drop",
         }
     }
 
     /// The role an action needs.
     pub fn role(&self) -> Role {
         match self {
-            Action::Hold { .. } | Action::Release | Action::Recover => Role::Operator,
+            Action::Hold { .. }
+            | Action::Release
+            | Action::Recover
+            | Action::QuarantineRelease { .. }
+            | Action::QuarantineDrop { .. } => Role::Operator,
             Action::KeysAdd { .. } | Action::KeysRevoke { .. } => Role::Admin,
         }
     }
@@ -93,7 +114,18 @@ impl Action {
             Action::Hold { .. } => Some(crate::Event::PlaceHold),
             Action::Release => Some(crate::Event::ReleaseHold),
             Action::Recover => Some(crate::Event::BeginRecovery),
-            Action::KeysAdd { .. } | Action::KeysRevoke { .. } => None,
+            Action::KeysAdd { .. }
+            | Action::KeysRevoke { .. }
+            | Action::QuarantineRelease { .. }
+            | Action::QuarantineDrop { .. } => None,
+        }
+    }
+
+    /// The quarantined body an action settles.
+    pub fn quarantine_id(&self) -> Option<u64> {
+        match self {
+            Action::QuarantineRelease { id } | Action::QuarantineDrop { id } => Some(*id),
+            _ => None,
         }
     }
 }
@@ -128,6 +160,9 @@ impl ControlEvent {
                 t.push_str(&format!("argument {key}\nroles {}\n", roles.join(",")));
             }
             Action::KeysRevoke { key } => t.push_str(&format!("argument {key}\n")),
+            Action::QuarantineRelease { id } | Action::QuarantineDrop { id } => {
+                t.push_str(&format!("argument {id}\n"));
+            }
             Action::Release | Action::Recover => {}
         }
         t
@@ -167,7 +202,14 @@ impl ControlEvent {
                 Action::KeysAdd { key, roles }
             }
             "keys-revoke" => Action::KeysRevoke { key: field("argument")? },
-            other => return Err(format!("action {other:?} is not hold, release, recover, keys-add or keys-revoke")),
+            "quarantine-release" => Action::QuarantineRelease { id: number("argument", field("argument")?)? },
+            "quarantine-drop" => Action::QuarantineDrop { id: number("argument", field("argument")?)? },
+            other => {
+                return Err(format!(
+                    "action {other:?} is not hold, release, recover, keys-add, keys-revoke, quarantine-release \
+                     or quarantine-drop"
+                ));
+            }
         };
         if lines.next().is_some() {
             return Err("lines after the last field".into());
@@ -204,6 +246,10 @@ pub enum Refusal {
     TooFarAhead { expires_ns: u64, now_ns: u64 },
     #[error("{action} is refused in mode {mode}: {why}")]
     IllegalInMode { action: &'static str, mode: &'static str, why: &'static str },
+    #[error("no quarantined body has id {0}")]
+    UnknownQuarantine(u64),
+    #[error("quarantined body {0} was already released or dropped")]
+    QuarantineSettled(u64),
 }
 
 impl Refusal {
@@ -220,6 +266,8 @@ impl Refusal {
             Refusal::Expired { .. } => "expired",
             Refusal::TooFarAhead { .. } => "too_far_ahead",
             Refusal::IllegalInMode { .. } => "illegal_in_mode",
+            Refusal::UnknownQuarantine(_) => "unknown_quarantine",
+            Refusal::QuarantineSettled(_) => "quarantine_settled",
         }
     }
 }
@@ -276,11 +324,13 @@ impl Registry {
         now_ns: u64,
         mode: crate::Mode,
     ) -> Result<(ControlEvent, String), Refusal> {
-        self.accept_at(note, origin, Some(now_ns), mode)
+        self.accept_at(note, origin, Some(now_ns), mode, |_| Ok(()))
     }
 
-    /// [`accept`](Self::accept) for an event read back from the ledger:
-    /// with `now_ns` `None` its expiry is not checked again (it was, when
+    /// [`accept`](Self::accept) with the caller's own last check `also`
+    /// (what the registry cannot know: whether a quarantined body exists
+    /// and is still pending). For an event read back from the ledger,
+    /// `now_ns` is `None`: its expiry is not checked again (it was, when
     /// the orchestrator accepted it; the batch's time says when that was).
     pub fn accept_at(
         &mut self,
@@ -288,6 +338,7 @@ impl Registry {
         origin: &str,
         now_ns: Option<u64>,
         mode: crate::Mode,
+        also: impl FnOnce(&ControlEvent) -> Result<(), Refusal>,
     ) -> Result<(ControlEvent, String), Refusal> {
         let note = Note::parse(note.as_bytes()).map_err(|e| Refusal::Malformed(e.to_string()))?;
         // The signer: the one signature line naming a registered key.
@@ -326,6 +377,9 @@ impl Registry {
         {
             return Err(Refusal::IllegalInMode { action: event.action.name(), mode: mode.name(), why });
         }
+        // The caller's own checks (the quarantine's state), last, before
+        // anything changes.
+        also(&event)?;
         if let Action::KeysAdd { key, roles } = &event.action {
             let v = NoteVerifier::parse(key).map_err(|e| Refusal::Malformed(e.to_string()))?;
             self.add(v, roles.clone());
@@ -377,6 +431,8 @@ mod tests {
             Action::Recover,
             Action::KeysAdd { key: k.clone(), roles: vec![Role::Operator, Role::Auditor] },
             Action::KeysRevoke { key: "bob+01020304".into() },
+            Action::QuarantineRelease { id: 17 },
+            Action::QuarantineDrop { id: 18 },
         ] {
             let e = event(a, 7);
             assert_eq!(ControlEvent::parse(&e.text()).unwrap(), e);

@@ -150,6 +150,8 @@ pub struct Replay {
     /// The hold in force: its reason and the key that placed it.
     pub held: Option<Hold>,
     pub recovering: bool,
+    /// Quarantined bodies released or dropped, by id.
+    pub settled: std::collections::BTreeSet<u64>,
     genesis: bool,
     /// The mode event of the last accepted event, until its transition.
     pending: Option<Event>,
@@ -163,6 +165,7 @@ impl Replay {
             mode: Mode::Active,
             held: None,
             recovering: false,
+            settled: std::collections::BTreeSet::new(),
             genesis: false,
             pending: None,
         }
@@ -199,15 +202,25 @@ impl Replay {
                 if let Some(p) = self.pending {
                     return Err(format!("an event while the transition of an earlier one ({}) is missing", p.token()));
                 }
+                let settled = &self.settled;
                 let (event, signer) = self
                     .registry
-                    .accept_at(note, &self.origin, None, self.mode)
+                    .accept_at(note, &self.origin, None, self.mode, |e| match e.action.quarantine_id() {
+                        Some(id) if settled.contains(&id) => Err(crate::event::Refusal::QuarantineSettled(id)),
+                        _ => Ok(()),
+                    })
                     .map_err(|r| format!("an event the log should have refused: {r}"))?;
+                if let Some(id) = event.action.quarantine_id() {
+                    self.settled.insert(id);
+                }
                 match &event.action {
                     Action::Hold { reason } => self.held = Some(Hold { reason: reason.clone(), by: signer }),
                     Action::Release => self.held = None,
                     Action::Recover => self.recovering = true,
-                    Action::KeysAdd { .. } | Action::KeysRevoke { .. } => {}
+                    Action::KeysAdd { .. }
+                    | Action::KeysRevoke { .. }
+                    | Action::QuarantineRelease { .. }
+                    | Action::QuarantineDrop { .. } => {}
                 }
                 // A hold placed while starting changes no recorded mode;
                 // otherwise the event's transition follows.

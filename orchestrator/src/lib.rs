@@ -31,6 +31,7 @@ pub mod restore;
 pub mod saved;
 pub mod socket;
 pub mod stages;
+mod turn;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -38,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use chronos_ipc::{Consumer, Producer, PushError, RingError, RingSet, ring};
 use chronos_ledger::{Hash, NoteSigner, TreeHasher};
-use chronos_wire::{Duplicate, Hashed, HashedRef, Refused, RingNames, Sequenced, Topology, tag};
+use chronos_wire::{Duplicate, Hashed, Refused, RingNames, Sequenced, Topology, tag};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -80,6 +81,9 @@ pub struct Settings {
     pub clock: Arc<chronos_time::TimeReader>,
     /// The control plane: socket, first keys, mode file.
     pub control: plane::ControlSettings,
+    /// Bodies whose events claim a time too far from the log's go to the
+    /// quarantine.
+    pub claimed_time: stages::ClaimedTime,
 }
 
 /// Why the orchestrator stopped.
@@ -117,6 +121,7 @@ pub struct Metrics {
     pub duplicates: Counter,
     pub rejected: Counter,
     pub unavailable: Counter,
+    pub quarantined: Counter,
     pub checkpoints: Counter,
     pub seq: Gauge,
     pub tree_size: Gauge,
@@ -144,6 +149,11 @@ impl Metrics {
             "chronos_orchestrator_unavailable",
             "Batches answered 503 by a stage (no time quorum under the refuse policy)",
             self.unavailable.clone(),
+        );
+        r.register(
+            "chronos_orchestrator_quarantined",
+            "Bodies quarantined for a policy reason",
+            self.quarantined.clone(),
         );
         r.register("chronos_orchestrator_checkpoints", "Checkpoints signed", self.checkpoints.clone());
         r.register("chronos_orchestrator_seq", "Seq of the last sequenced batch", self.seq.clone());
@@ -301,7 +311,8 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
     let mut out =
         Output { ring: &mut output, stop, faults: &settings.faults, last: (restored.head.seq, restored.head.hash) };
     let watch = Watch { signer: &cp, signed_at: &signed_at, metrics };
-    let mut ctl = Control { plane, requests, settings, rt: &rt, observed: None, recovery_tried: None, nonce: 0 };
+    let mut ctl =
+        turn::Control { plane, requests, settings, rt: &rt, observed: None, recovery_tried: None, nonce: 0, db: None };
     let result = sequence_loop(&mut spine, &mut inputs, &mut out, &history, &watch, &mut ctl);
     socket_stop.store(true, Ordering::Relaxed);
     // The mode file stays: the log's mode outlives this process (a hold is
@@ -335,29 +346,6 @@ struct Output<'a> {
     last: (u64, Hash),
 }
 
-/// The control plane as the sequencing loop drives it.
-struct Control<'a> {
-    plane: plane::Plane,
-    requests: mpsc::Receiver<socket::Request>,
-    settings: &'a Settings,
-    rt: &'a tokio::runtime::Runtime,
-    /// When the facts were last observed.
-    observed: Option<Instant>,
-    /// When a recovery's rejoin was last checked.
-    recovery_tried: Option<Instant>,
-    nonce: u64,
-}
-
-impl Control<'_> {
-    /// Time quorum (always, without configured sources) and the vault
-    /// writer's circuit.
-    fn facts(&self) -> (bool, bool) {
-        let clock = &self.settings.clock;
-        let quorum = !clock.has_sources() || clock.quorum_now().is_ok();
-        (quorum, !self.settings.control.breaker_file.exists())
-    }
-}
-
 /// What the sequencing loop watches besides its input.
 struct Watch<'a> {
     signer: &'a std::thread::JoinHandle<Result<(), chronos_vault::store::VaultError>>,
@@ -387,12 +375,12 @@ fn sequence_loop(
     out: &mut Output<'_>,
     history: &Mutex<History>,
     watch: &Watch<'_>,
-    ctl: &mut Control<'_>,
+    ctl: &mut turn::Control<'_>,
 ) -> Result<(), OrchestratorError> {
     let metrics = watch.metrics;
     while !out.stop.load(Ordering::Relaxed) {
         watch.check()?;
-        if !control_tick(ctl, spine, out, history, metrics)? {
+        if !turn::control_tick(ctl, spine, out, history, metrics)? {
             return Ok(());
         }
         if !inputs.wait(Some(Instant::now() + Duration::from_millis(100)))? {
@@ -448,6 +436,18 @@ fn sequence_loop(
                         return Ok(());
                     }
                 }
+                Verdict::Quarantine(reason) if c.seq == 0 => {
+                    metrics.quarantined.inc();
+                    tracing::warn!(reason, "body quarantined");
+                    let raw = input.raw();
+                    let len = chronos_wire::Quarantined::encoded_len(&reason, raw);
+                    let reply = input.reply;
+                    if !push(out, tag::QUARANTINED, len, |buf| {
+                        chronos_wire::Quarantined::encode(buf, reply, &reason, raw)
+                    })? {
+                        return Ok(());
+                    }
+                }
                 Verdict::Unavailable(reason) if c.seq == 0 => {
                     metrics.unavailable.inc();
                     tracing::warn!(reason, "batch refused for now");
@@ -455,7 +455,7 @@ fn sequence_loop(
                         return Ok(());
                     }
                 }
-                Verdict::Reject(_) | Verdict::Unavailable(_) if c.seq != 0 => {
+                Verdict::Reject(_) | Verdict::Unavailable(_) | Verdict::Quarantine(_) if c.seq != 0 => {
                     // A seq was given out: refusing now would leave a gap
                     // in the chain. Stop; the successor restores from the
                     // database, where that seq was never used.
@@ -463,7 +463,7 @@ fn sequence_loop(
                         StageError::OutOfOrder { stage: "a refusing stage", needs: "to run before sequence" }.into()
                     );
                 }
-                Verdict::Reject(reason) | Verdict::Unavailable(reason) => {
+                Verdict::Reject(reason) | Verdict::Unavailable(reason) | Verdict::Quarantine(reason) => {
                     metrics.rejected.inc();
                     tracing::error!(reason, "stage refused a batch");
                     let reason = format!("refused by the sequencer: {reason}; nothing was stored");
@@ -519,93 +519,6 @@ fn hand_on(
     metrics.seq.set(c.seq as i64);
     metrics.tree_size.set(size as i64);
     Ok(true)
-}
-
-/// The control plane's turn in the loop: what changed in the facts, the
-/// signed events waiting on the socket, and a pending recovery's rejoin.
-/// Each produces control records, sequenced at once as a batch of their
-/// own. `Ok(false)`: asked to stop.
-fn control_tick(
-    ctl: &mut Control<'_>,
-    spine: &mut Spine,
-    out: &mut Output<'_>,
-    history: &Mutex<History>,
-    metrics: &Metrics,
-) -> Result<bool, OrchestratorError> {
-    if ctl.observed.is_none_or(|t| t.elapsed() >= Duration::from_millis(100)) {
-        ctl.observed = Some(Instant::now());
-        let (quorum, vault_ok) = ctl.facts();
-        let records = ctl.plane.observe(quorum, vault_ok);
-        if !records.is_empty() && sequence_control(ctl, &records, spine, out, history, metrics)?.is_none() {
-            return Ok(false);
-        }
-    }
-    while let Ok(req) = ctl.requests.try_recv() {
-        let answer = match ctl.plane.submit(&req.note, crate::stages::now_ns()) {
-            Err(r) => socket::Answer::Refused(r),
-            Ok(records) => match sequence_control(ctl, &records, spine, out, history, metrics)? {
-                Some(seq) => socket::Answer::Sequenced { seq, mode: ctl.plane.mode().name() },
-                None => return Ok(false),
-            },
-        };
-        // The requester may have given up; the records stand either way.
-        let _ = req.answer.send(answer);
-    }
-    if ctl.plane.recovering()
-        && ctl.recovery_tried.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-        && out.ring.wait_drained(Instant::now())
-    {
-        ctl.recovery_tried = Some(Instant::now());
-        match check_rejoin(ctl, out.last) {
-            Ok(()) => {
-                let records = ctl.plane.rejoin();
-                if sequence_control(ctl, &records, spine, out, history, metrics)?.is_none() {
-                    return Ok(false);
-                }
-            }
-            Err(why) => tracing::error!(why, "recovery: the stored state does not verify yet; writes stay refused"),
-        }
-    }
-    Ok(true)
-}
-
-/// A recovery's rejoin: the database, read afresh, must be what this
-/// sequencer handed on (the same last seq and chain value), and pass the
-/// start's checks (the latest signed checkpoint, the one kept outside the
-/// database, the writer lease).
-fn check_rejoin(ctl: &Control<'_>, last: (u64, Hash)) -> Result<(), String> {
-    let restored = ctl.rt.block_on(restore::restore(ctl.settings)).map_err(|e| e.to_string())?;
-    if (restored.head.seq, restored.head.hash) != last {
-        return Err(format!(
-            "the database's head is batch {} but this sequencer handed on batch {}",
-            restored.head.seq, last.0
-        ));
-    }
-    Ok(())
-}
-
-/// Sequences `records` as one batch; `Ok(None)`: asked to stop.
-fn sequence_control(
-    ctl: &mut Control<'_>,
-    records: &[chronos_control::record::Record],
-    spine: &mut Spine,
-    out: &mut Output<'_>,
-    history: &Mutex<History>,
-    metrics: &Metrics,
-) -> Result<Option<u64>, OrchestratorError> {
-    ctl.nonce += 1;
-    let nonce = crate::stages::now_ns() ^ ctl.nonce;
-    let bytes = plane::control_batch(&ctl.settings.hasher, records, nonce).map_err(OrchestratorError::Refused)?;
-    let input: HashedRef<'_> =
-        Hashed::decode(tag::HASHED, &bytes).map_err(|e| OrchestratorError::Refused(format!("a control batch: {e}")))?;
-    let mut c = Candidate::new(input);
-    match spine.apply(&mut c)? {
-        Verdict::Continue => {}
-        other => {
-            return Err(OrchestratorError::Refused(format!("a stage refused a batch of control records: {other:?}")));
-        }
-    }
-    Ok(hand_on(spine, &mut c, out, history, metrics)?.then_some(c.seq))
 }
 
 /// Hands a refusal to the vault writer, which answers the client at once

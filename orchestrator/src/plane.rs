@@ -13,10 +13,11 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use chronos_control::event::{Action, Refusal, Registry, Role};
+use chronos_control::event::{Action, ControlEvent, Refusal, Registry, Role};
 use chronos_control::record::{Hold, Record, Replay};
 use chronos_control::{Event, Machine, Mode};
 use chronos_ledger::{NoteVerifier, TreeHasher, payload, tree};
+use chronos_vault::store::QuarantineRow;
 use chronos_wire::{EventMeta, Hashed, Ingest, Reply, tag};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -91,6 +92,14 @@ pub struct Snapshot {
     pub genesis_recorded: bool,
 }
 
+/// What an accepted event asks the orchestrator to sequence: its control
+/// records, then (for a release) the quarantined body as a batch of its own.
+#[derive(Debug)]
+pub struct Submitted {
+    pub records: Vec<Record>,
+    pub release: Option<QuarantineRow>,
+}
+
 /// The plane.
 #[derive(Debug)]
 pub struct Plane {
@@ -98,6 +107,8 @@ pub struct Plane {
     machine: Machine,
     registry: Registry,
     held: Option<Hold>,
+    /// Quarantined bodies released or dropped.
+    settled: std::collections::BTreeSet<u64>,
     genesis: Option<Record>,
     settings: ControlSettings,
     snapshot: Arc<Mutex<Snapshot>>,
@@ -142,6 +153,7 @@ impl Plane {
             machine,
             registry,
             held: replay.held,
+            settled: replay.settled,
             genesis,
             settings,
             snapshot: Arc::default(),
@@ -217,8 +229,34 @@ impl Plane {
     /// Checks a signed control event and applies it: the records to
     /// sequence (the genesis first if it is not in the log yet, the event,
     /// and the transition it caused), or the refusal.
-    pub fn submit(&mut self, note: &str, now_ns: u64) -> Result<Vec<Record>, Refusal> {
-        let result = self.registry.accept(note, &self.origin, now_ns, self.machine.mode);
+    pub fn submit(
+        &mut self,
+        note: &str,
+        now_ns: u64,
+        lookup: impl FnOnce(u64) -> Option<QuarantineRow>,
+    ) -> Result<Submitted, Refusal> {
+        let (settled, writes) = (&self.settled, self.refusal().is_none());
+        let mut release = None;
+        let quarantine = |e: &ControlEvent| {
+            let Some(id) = e.action.quarantine_id() else { return Ok(()) };
+            if settled.contains(&id) {
+                return Err(Refusal::QuarantineSettled(id));
+            }
+            let row = lookup(id).ok_or(Refusal::UnknownQuarantine(id))?;
+            if let Action::QuarantineRelease { .. } = e.action {
+                if !writes {
+                    let why = "the log refuses writes in this mode";
+                    return Err(Refusal::IllegalInMode {
+                        action: e.action.name(),
+                        mode: self.machine.mode.name(),
+                        why,
+                    });
+                }
+                release = Some(row);
+            }
+            Ok(())
+        };
+        let result = self.registry.accept_at(note, &self.origin, Some(now_ns), self.machine.mode, quarantine);
         let (event, signer) = match result {
             Ok(ok) => ok,
             Err(r) => {
@@ -233,13 +271,16 @@ impl Plane {
         match &event.action {
             Action::Hold { reason } => self.held = Some(Hold { reason: reason.clone(), by: signer.clone() }),
             Action::Release => self.held = None,
+            Action::QuarantineRelease { id } | Action::QuarantineDrop { id } => {
+                self.settled.insert(*id);
+            }
             Action::Recover | Action::KeysAdd { .. } | Action::KeysRevoke { .. } => {}
         }
         if let Some(e) = event.action.mode_event() {
             out.extend(self.apply(e));
         }
         self.publish();
-        Ok(out)
+        Ok(Submitted { records: out, release })
     }
 
     /// Writes the mode file, the status snapshot and the mode gauge.
@@ -283,20 +324,26 @@ impl Plane {
 /// transition can recur).
 pub fn control_batch(hasher: &TreeHasher, records: &[Record], nonce: u64) -> Result<Vec<u8>, String> {
     let bytes: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
-    let events: Vec<EventMeta<'_>> = bytes.iter().map(|b| EventMeta { bytes: b, claimed_time_ns: None }).collect();
     let mut keyed = b"chronos/control-batch\n".to_vec();
     keyed.extend_from_slice(&nonce.to_be_bytes());
     for b in &bytes {
         keyed.extend_from_slice(b);
     }
     let key = hasher.leaf(&keyed).0;
-    let mut ingest = vec![0u8; Ingest::encoded_len(&events)];
-    Ingest::encode(&mut ingest, Reply { slot: Reply::CONTROL_SLOT, request: nonce }, &key, &events);
-    let input = Ingest::decode(tag::INGEST, &ingest).map_err(|e| format!("a control batch: {e}"))?;
-    let leaves: Vec<chronos_ledger::Hash> = bytes.iter().map(|b| hasher.leaf(b)).collect();
+    let events: Vec<EventMeta<'_>> = bytes.iter().map(|b| EventMeta { bytes: b, claimed_time_ns: None }).collect();
+    own_batch(hasher, &events, &key, nonce)
+}
+
+/// The `HASHED` record of a batch the orchestrator writes itself (control
+/// records, a released quarantined body), answered to no ingest process.
+pub fn own_batch(hasher: &TreeHasher, events: &[EventMeta<'_>], key: &[u8; 32], nonce: u64) -> Result<Vec<u8>, String> {
+    let mut ingest = vec![0u8; Ingest::encoded_len(events)];
+    Ingest::encode(&mut ingest, Reply { slot: Reply::CONTROL_SLOT, request: nonce }, key, events);
+    let input = Ingest::decode(tag::INGEST, &ingest).map_err(|e| format!("an orchestrator's batch: {e}"))?;
+    let leaves: Vec<chronos_ledger::Hash> = events.iter().map(|e| hasher.leaf(e.bytes)).collect();
     let root = tree::root(hasher, &leaves);
     let refs: Vec<payload::EventRef<'_>> =
-        bytes.iter().map(|b| payload::EventRef { bytes: b, claimed_time_ns: None }).collect();
+        events.iter().map(|e| payload::EventRef { bytes: e.bytes, claimed_time_ns: e.claimed_time_ns }).collect();
     let canonical = payload::encode(&refs);
     let leaves: Vec<[u8; 32]> = leaves.iter().map(|h| h.0).collect();
     let mut out = vec![0u8; Hashed::encoded_len(&input, canonical.len())];

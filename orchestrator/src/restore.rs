@@ -266,6 +266,7 @@ pub fn spine(settings: &Settings, r: &Restored, metrics: &crate::Metrics) -> Spi
     Spine::new(vec![
         Box::new(Validate::new(settings.key_window, settings.key_limit, max_events, &r.keys, metrics.clone())),
         Box::new(Timestamp::new(settings.clock.clone(), r.last_time)),
+        Box::new(settings.claimed_time),
         Box::new(Sequence::new(&r.head)),
         Box::new(Chain::new(settings.hasher.clone(), r.head)),
         Box::new(Tree::new(settings.hasher.clone(), r.range.clone())),

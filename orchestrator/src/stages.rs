@@ -63,6 +63,9 @@ pub enum Verdict {
     /// Not now: nothing is stored; the client is answered 503 with the
     /// reason and Retry-After (no time quorum under the refuse policy).
     Unavailable(String),
+    /// Refused for a policy reason, not its syntax: kept in the
+    /// quarantine (not the log), the client answered 422 with its id.
+    Quarantine(String),
 }
 
 /// A broken invariant: stop the sequencer.
@@ -188,6 +191,59 @@ impl Stage for Validate {
     fn passed(&mut self, c: &Candidate<'_>) {
         let seen = Seen { seq: c.seq, first_leaf: c.first_leaf, leaf_count: c.input.len() as u64 };
         self.remember(Instant::now(), c.input.key, seen);
+    }
+}
+
+/// Quarantines a batch one of whose events claims a time (its
+/// `timestamp`) further from the batch's trusted time than the policy
+/// allows. Runs after [`Timestamp`] (it needs the batch's time) and before
+/// [`Sequence`] (a quarantined batch takes no seq). The orchestrator's own
+/// batches (control records, released bodies) are not checked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClaimedTime {
+    /// Most a claimed time may be ahead of the batch's time.
+    pub max_ahead: Option<Duration>,
+    /// Most a claimed time may be behind it.
+    pub max_behind: Option<Duration>,
+}
+
+impl Stage for ClaimedTime {
+    fn name(&self) -> &'static str {
+        "claimed-time"
+    }
+
+    fn apply(&mut self, c: &mut Candidate<'_>) -> Result<Verdict, StageError> {
+        if c.input.reply.slot == chronos_wire::Reply::CONTROL_SLOT
+            || (self.max_ahead.is_none() && self.max_behind.is_none())
+        {
+            return Ok(Verdict::Continue);
+        }
+        let time = c.time.as_ref().ok_or(StageError::OutOfOrder { stage: "claimed-time", needs: "timestamp" })?;
+        // The batch's interval, widened by the allowance on each side.
+        let earliest = i128::from(time.time.0) - i128::from(time.uncertainty_ns);
+        let latest = i128::from(time.time.0) + i128::from(time.uncertainty_ns);
+        for (i, e) in c.input.events().enumerate() {
+            let Some(claimed) = e.claimed_time_ns.map(i128::from) else { continue };
+            if let Some(ahead) = self.max_ahead
+                && claimed > latest + ahead.as_nanos() as i128
+            {
+                let by = (claimed - latest) as f64 / 1e9;
+                return Ok(Verdict::Quarantine(format!(
+                    "event {i} claims a time {by:.0} s ahead of the log's trusted time (at most {} s allowed)",
+                    ahead.as_secs()
+                )));
+            }
+            if let Some(behind) = self.max_behind
+                && claimed < earliest - behind.as_nanos() as i128
+            {
+                let by = (earliest - claimed) as f64 / 1e9;
+                return Ok(Verdict::Quarantine(format!(
+                    "event {i} claims a time {by:.0} s behind the log's trusted time (at most {} s allowed)",
+                    behind.as_secs()
+                )));
+            }
+        }
+        Ok(Verdict::Continue)
     }
 }
 

@@ -46,7 +46,7 @@ use chronos_ipc::{Consumer, Producer, PushError, RingError, ring};
 use chronos_ledger::payload::EventRef;
 use chronos_ledger::{BatchHeader, ChainHead, Hash, NodeId, TimeNs, TimeSource, TreeHasher, TrustedTime};
 use chronos_vault::store::{BatchRecord, Vault, VaultError};
-use chronos_wire::{Ack, Duplicate, Refused, RingNames, Sequenced, Status, Topology, tag};
+use chronos_wire::{Ack, Duplicate, Quarantined, Refused, RingNames, Sequenced, Status, Topology, tag};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -614,6 +614,30 @@ impl Writer<'_> {
                         refusals.push(format!("a refusal record that does not decode was dropped: {e}"));
                     }
                 },
+                tag::QUARANTINED => {
+                    let q = Quarantined::decode(p.tag, &p.bytes).map_err(|e| FlushError::Refused(e.to_string()))?;
+                    let vault = self
+                        .vault
+                        .as_mut()
+                        .ok_or_else(|| FlushError::Unavailable(VaultError::Range("not connected".into())))?;
+                    // Kept before its client hears of it (the same body
+                    // again, after a crash here, is the same row).
+                    let id = chronos_vault::store::quarantine(
+                        vault.client(),
+                        &q.hashed.key,
+                        q.reason,
+                        q.hashed.len() as u64,
+                        q.hashed.payload,
+                    )
+                    .await?;
+                    let reason = format!(
+                        "quarantined as #{id}: {}; nothing was written to the log, and a retry is quarantined \
+                         again: an operator may release it (`chronos control quarantine release {id}`)",
+                        q.reason
+                    );
+                    refusals.push(reason.clone());
+                    answers.push((q.hashed.reply.slot, Answer::Refused(Refused::new(q.hashed.reply, 422, &reason))));
+                }
                 other => {
                     return Err(FlushError::Refused(format!("unexpected record tag {other} in the sequenced ring")));
                 }

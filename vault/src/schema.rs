@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 5, name: "time_evidence", sql: include_str!("../migrations/0005_time_evidence.sql") },
     Migration { version: 6, name: "control_log", sql: include_str!("../migrations/0006_control_log.sql") },
+    Migration { version: 7, name: "quarantine", sql: include_str!("../migrations/0007_quarantine.sql") },
 ];
 
 /// The schema version this binary writes.

@@ -586,6 +586,70 @@ async fn insert_control(tx: &Transaction<'_>, batches: &[BatchRecord<'_>]) -> Re
     Ok(())
 }
 
+/// A quarantined body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuarantineRow {
+    pub id: u64,
+    pub digest: [u8; 32],
+    pub reason: String,
+    pub event_count: u64,
+    /// The events as a canonical payload (codec 1).
+    pub payload: Vec<u8>,
+    /// Seconds since the Unix epoch.
+    pub received_at: f64,
+}
+
+/// Keeps a body refused for a policy reason; the same body (`digest`)
+/// kept before gives its row's id again.
+pub async fn quarantine(
+    client: &tokio_postgres::Client,
+    digest: &[u8; 32],
+    reason: &str,
+    event_count: u64,
+    payload: &[u8],
+) -> Result<u64, VaultError> {
+    let row = client
+        .query_one(
+            // Looked up first, so that the same body again takes no id from
+            // the sequence (ids stay dense for people); the vault writer is
+            // the only writer.
+            "WITH found AS (SELECT id FROM quarantine WHERE digest = $1), \
+             inserted AS (INSERT INTO quarantine (digest, reason, event_count, payload) \
+                          SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM found) RETURNING id) \
+             SELECT id FROM found UNION ALL SELECT id FROM inserted",
+            &[&&digest[..], &reason, &i64_of("event count", event_count)?, &payload],
+        )
+        .await?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Quarantined bodies: one by id, or all (`None`) in id order.
+pub async fn quarantined(client: &tokio_postgres::Client, id: Option<u64>) -> Result<Vec<QuarantineRow>, VaultError> {
+    let id = id.map(|i| i64_of("quarantine id", i)).transpose()?;
+    let rows = client
+        .query(
+            "SELECT id, digest, reason, event_count, payload, extract(epoch FROM received_at)::float8 FROM quarantine \
+             WHERE $1::bigint IS NULL OR id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let digest: Vec<u8> = r.get(1);
+            Ok(QuarantineRow {
+                id: r.get::<_, i64>(0) as u64,
+                digest: digest
+                    .try_into()
+                    .map_err(|_| VaultError::Range("a quarantine digest is not 32 bytes".into()))?,
+                reason: r.get(2),
+                event_count: r.get::<_, i64>(3) as u64,
+                payload: r.get(4),
+                received_at: r.get(5),
+            })
+        })
+        .collect()
+}
+
 /// The log's control records in leaf order, with their batch's time (ns).
 pub async fn control_records(client: &tokio_postgres::Client) -> Result<Vec<(u64, u64, Vec<u8>)>, VaultError> {
     let rows = client

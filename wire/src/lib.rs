@@ -24,7 +24,7 @@ mod rings;
 
 pub use codec::WireError;
 pub use records::{
-    Ack, Duplicate, EventMeta, Hashed, HashedRef, Ingest, IngestRef, Refused, Reply, Sequenced, SequencedRef, Status,
-    TileNode, peek_reply, tag,
+    Ack, Duplicate, EventMeta, Hashed, HashedRef, Ingest, IngestRef, Quarantined, Refused, Reply, Sequenced,
+    SequencedRef, Status, TileNode, peek_reply, tag,
 };
 pub use rings::{Geometry, RingNames, Topology, instance_id};

@@ -15,6 +15,10 @@
 //!   refused after ingest accepted it, with the HTTP status and the
 //!   reason its client gets at once: slot u16, status u16, reason length
 //!   u16, zero u16, request u64 · the reason (UTF-8, at most 1 KiB).
+//! * `QUARANTINED` (orchestrator → vault writer): a body refused for a
+//!   policy reason, kept: slot u16, reason length u16, zero u32, request
+//!   u64 · the reason (UTF-8, at most 256 bytes) · the `HASHED` record,
+//!   verbatim (its events, claimed times, payload and key).
 
 use crate::codec::{Reader, WireError, Writer};
 
@@ -27,6 +31,7 @@ pub mod tag {
     pub const ACK: u32 = 5;
     pub const STATUS: u32 = 6;
     pub const REFUSED: u32 = 7;
+    pub const QUARANTINED: u32 = 8;
 }
 
 const HEAD_LEN: usize = 48;
@@ -547,6 +552,67 @@ impl Refused {
     }
 }
 
+/// `QUARANTINED`: a body refused for a policy reason (not its syntax),
+/// which the vault writer keeps in the `quarantine` table before its
+/// client is answered; a signed event may release it into the log later.
+#[derive(Debug, Clone, Copy)]
+pub struct Quarantined<'a> {
+    pub reason: &'a str,
+    pub hashed: HashedRef<'a>,
+}
+
+impl Quarantined<'_> {
+    /// Longest reason kept, bytes (the record must fit where its `HASHED`
+    /// record's `SEQUENCED` would).
+    pub const MAX_REASON: usize = 256;
+    const HEAD: usize = 16;
+
+    /// `reason` cut to [`Self::MAX_REASON`] at a char boundary.
+    pub fn cut(reason: &str) -> &str {
+        let mut end = reason.len().min(Self::MAX_REASON);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        &reason[..end]
+    }
+
+    pub fn encoded_len(reason: &str, hashed_raw: &[u8]) -> usize {
+        Self::HEAD + Self::cut(reason).len() + hashed_raw.len()
+    }
+
+    /// Writes the record: `hashed_raw` is the whole `HASHED` record.
+    pub fn encode(buf: &mut [u8], reply: Reply, reason: &str, hashed_raw: &[u8]) {
+        let reason = Self::cut(reason);
+        let mut w = Writer::new(buf);
+        w.u16(reply.slot);
+        w.u16(reason.len() as u16);
+        w.u32(0);
+        w.u64(reply.request);
+        w.put(reason.as_bytes());
+        w.put(hashed_raw);
+        w.done();
+    }
+
+    pub fn decode(tag: u32, buf: &[u8]) -> Result<Quarantined<'_>, WireError> {
+        check_tag(tag, tag::QUARANTINED, "QUARANTINED")?;
+        let mut r = Reader::new("QUARANTINED", buf);
+        let _slot = r.u16("slot")?;
+        let at = r.offset();
+        let len = usize::from(r.u16("reason length")?);
+        if len > Self::MAX_REASON {
+            return Err(r.invalid_at("reason length", at, format!("{len} is over {}", Self::MAX_REASON)));
+        }
+        r.zero("reserved", 4)?;
+        let _request = r.u64("request")?;
+        let at = r.offset();
+        let reason = std::str::from_utf8(r.bytes("reason", len)?)
+            .map_err(|e| r.invalid_at("reason", at, format!("not UTF-8: {e}")))?;
+        let rest = r.offset();
+        let hashed = Hashed::decode(tag::HASHED, &buf[rest..])?;
+        Ok(Quarantined { reason, hashed })
+    }
+}
+
 /// Where the answer to a record goes, read from the head that `INGEST`
 /// and `HASHED` records share (slot, then request at offset 8), without
 /// decoding the rest: so that a record that does not decode can still be
@@ -670,6 +736,21 @@ mod tests {
         let mut sb = vec![0u8; s.encoded_len(hb.len())];
         s.encode(&mut sb, &hb);
         (s, hb, sb)
+    }
+
+    #[test]
+    fn quarantined_round_trips_with_its_reason_cut_and_its_reply_peekable() {
+        let (_, hb, _) = sequenced_bytes();
+        let long = "é".repeat(200);
+        let reply = Reply { slot: 3, request: 77 };
+        let mut qb = vec![0u8; Quarantined::encoded_len(&long, &hb)];
+        Quarantined::encode(&mut qb, reply, &long, &hb);
+        let q = Quarantined::decode(tag::QUARANTINED, &qb).unwrap();
+        assert_eq!(q.reason.len(), 256, "cut at a char boundary within 256 bytes");
+        assert_eq!(q.hashed.raw(), &hb[..]);
+        assert_eq!(peek_reply(&qb), Some(reply));
+        assert!(Quarantined::decode(tag::REFUSED, &qb).is_err());
+        assert!(Quarantined::decode(tag::QUARANTINED, &qb[..qb.len() - 1]).is_err());
     }
 
     #[test]

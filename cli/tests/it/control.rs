@@ -308,3 +308,55 @@ fn a_recovery_rejoins_once_verified_and_verify_finds_an_edited_or_a_deleted_cont
     let kinds: Vec<&str> = deleted["findings"].as_array().unwrap().iter().filter_map(|f| f["kind"].as_str()).collect();
     assert!(kinds.contains(&"deleted") || kinds.contains(&"chain_broken"), "{deleted:#}");
 }
+
+#[test]
+fn a_body_outside_the_claimed_time_window_is_quarantined_then_released_or_dropped_by_signed_events() {
+    let mut s = Stack::start(&[("CHRONOS_PIPELINE_CLAIMED_TIME_MAX_AHEAD_SECS", "300")]);
+    let data = s.data();
+    let future = b"{\"message\":\"from the future\",\"timestamp\":\"2099-01-01T00:00:00Z\"}\n".to_vec();
+    let later = b"{\"message\":\"also ahead\",\"timestamp\":\"2098-01-01T00:00:00Z\"}\n".to_vec();
+    let r = s.post(&future, &[NDJSON]);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("quarantined as #1") && r.body.contains("event 0 claims a time"), "{}", r.body);
+    assert!(s.post(&future, &[NDJSON]).body.contains("quarantined as #1"), "the same body is one row");
+    assert!(s.post(&later, &[NDJSON]).body.contains("quarantined as #2"));
+    assert_eq!(s.post(b"{\"message\":\"now\"}\n", &[NDJSON]).status, 200);
+
+    let list = |s: &Stack| -> serde_json::Value {
+        let out = super::chronos(&["control", "quarantine", "list", "--json", "--database-url", &s.url], &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let l = list(&s);
+    assert_eq!(
+        (l[0]["status"].as_str(), l[1]["status"].as_str(), l[0]["events"].as_u64()),
+        (Some("pending"), Some("pending"), Some(1))
+    );
+
+    let (code, a, err) = control(&data, &["quarantine", "release", "1"]);
+    assert_eq!(code, 0, "{a} {err}");
+    // The client retrying the released body gets the release's batch.
+    let retry = s.post(&future, &[NDJSON]);
+    assert_eq!(
+        (retry.status, retry.headers.get("chronos-replay").map(String::as_str)),
+        (200, Some("true")),
+        "{}",
+        retry.body
+    );
+    let refusal = |args: &[&str]| {
+        let (code, a, _) = control(&data, args);
+        assert_eq!(code, 1, "{a}");
+        a["refusal"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(refusal(&["quarantine", "release", "1"]), "quarantine_settled");
+    assert_eq!(control(&data, &["quarantine", "drop", "2"]).0, 0);
+    assert_eq!(refusal(&["quarantine", "release", "2"]), "quarantine_settled");
+    assert_eq!(refusal(&["quarantine", "release", "99"]), "unknown_quarantine");
+    let l = list(&s);
+    assert_eq!((l[0]["status"].as_str(), l[1]["status"].as_str()), (Some("released"), Some("dropped")));
+
+    s.stop();
+    let stored = s.check_ledger();
+    let events: Vec<&Vec<u8>> = stored.iter().filter(|e| !chronos_control::record::is_control(e)).collect();
+    assert_eq!(events, [&b"{\"message\":\"now\"}".to_vec(), &future[..future.len() - 1].to_vec()]);
+}

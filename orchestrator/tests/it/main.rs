@@ -298,6 +298,7 @@ impl Rig {
                 breaker_file: self.dir.path().join("vault.breaker"),
                 accept_without_quorum: false,
             },
+            claimed_time: Default::default(),
         }
     }
 

@@ -14,6 +14,20 @@ use super::checker::Checked;
 use super::findings::Findings;
 use crate::report::{Finding, Kind};
 
+/// Whether a batch is a release of a quarantined body: its control
+/// records lead, and the last of them is a signed quarantine-release.
+fn is_release(c: &Checked) -> bool {
+    let leading = c.control.iter().enumerate().all(|(i, (leaf, _))| *leaf == c.first_leaf + i as u64);
+    let last_is_release = c.control.last().is_some_and(|(_, bytes)| {
+        let Ok(Record::Event { note }) = Record::parse(bytes) else { return false };
+        chronos_ledger::Note::parse(note.as_bytes())
+            .ok()
+            .and_then(|n| chronos_control::event::ControlEvent::parse(n.text_unverified()).ok())
+            .is_some_and(|e| matches!(e.action, chronos_control::event::Action::QuarantineRelease { .. }))
+    });
+    leading && last_is_release
+}
+
 pub(super) struct Control {
     replay: Replay,
     pub(super) records: u64,
@@ -28,7 +42,9 @@ impl Control {
     pub(super) fn batch(&mut self, c: &Checked, findings: &mut Findings) {
         let invalid =
             |leaf: u64, detail: String| Finding::new(Kind::ControlInvalid, "batches", detail).seq(c.seq).leaf(leaf);
-        if !c.control.is_empty() && c.data_events > 0 {
+        // Control records and events share a batch only in a release: the
+        // records first, the last of them the quarantine-release event.
+        if !c.control.is_empty() && c.data_events > 0 && !is_release(c) {
             findings.push(c.first_leaf, invalid(c.first_leaf, "a batch mixing control records and events".into()));
         }
         if c.data_events > 0 && !self.replay.data_allowed() {
