@@ -60,6 +60,15 @@ type Pending = (BatchHeader, Hash, Vec<(Vec<u8>, Option<i64>)>, Vec<Hash>);
 /// Builds the ledger into an empty database (migrated here); returns the
 /// signer.
 pub async fn build(client: tokio_postgres::Client, spec: &Spec) -> NoteSigner {
+    build_with(client, spec, event).await
+}
+
+/// [`build`] with leaf `i`'s bytes and claimed time from `event_of(i)`.
+pub async fn build_with(
+    client: tokio_postgres::Client,
+    spec: &Spec,
+    event_of: impl Fn(u64) -> (Vec<u8>, Option<i64>),
+) -> NoteSigner {
     let mut client = client;
     chronos_vault::schema::migrate(&mut client).await.unwrap();
     let key = spec.key.map(HashKey::from_bytes);
@@ -88,7 +97,7 @@ pub async fn build(client: tokio_postgres::Client, spec: &Spec) -> NoteSigner {
         let mut nodes: Vec<(NodeId, Hash)> = Vec::new();
         while group.len() < 16 && next < spec.events {
             let n = spec.batch.min(spec.events - next);
-            let evs: Vec<_> = (next..next + n).map(event).collect();
+            let evs: Vec<_> = (next..next + n).map(&event_of).collect();
             let leaves: Vec<Hash> = evs.iter().map(|(e, _)| h.leaf(e)).collect();
             let header = BatchHeader {
                 seq: head.seq + 1,

@@ -23,6 +23,24 @@ fn build(name: &str, spec: &fixture::Spec) -> (TestDb, chronos_ledger::NoteSigne
     (db, signer)
 }
 
+/// A log of one event per batch whose leaf `i` is `leaves[i]` (a control
+/// record) or, past them, a fixture event.
+fn build_with_control(name: &str, leaves: Vec<Vec<u8>>, events: u64) -> (TestDb, chronos_ledger::NoteSigner) {
+    let db = TestDb::new(name);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let spec = fixture::Spec { events, batch: 1, alg: HashAlg::Sha256, key: None, checkpoint_every: 1 };
+    let signer = rt.block_on(async {
+        let (c, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        fixture::build_with(c, &spec, |i| match leaves.get(i as usize) {
+            Some(l) => (l.clone(), None),
+            None => fixture::event(i),
+        })
+        .await
+    });
+    (db, signer)
+}
+
 fn verify(url: &str, opts: &Options) -> Report {
     verify_database(url, opts, &NoProgress).unwrap()
 }
@@ -272,4 +290,46 @@ fn a_logs_rebuild_row_excuses_missing_rows_only_in_its_range() {
         r.findings
     );
     assert_eq!(r.logs_rebuild.map(|l| (l.from_leaf, l.rows_missing)), Some((90, 200)));
+}
+
+/// A history whose every leaf hashes and chains and whose checkpoints are
+/// signed, yet impossible: only the replay of the control records sees it.
+#[test]
+fn the_control_history_is_replayed_and_data_written_while_held_is_found() {
+    use chronos_control::event::{Action, ControlEvent, Role};
+    use chronos_control::record::Record;
+    use chronos_control::{Event, Mode};
+
+    let op = chronos_ledger::NoteSigner::from_seed("op", &[7; 32]).unwrap();
+    let note = |action, seq| {
+        let e = ControlEvent { origin: fixture::ORIGIN.into(), action, seq, expires_ns: 1 };
+        op.sign(&e.text()).unwrap()
+    };
+    let genesis = Record::Genesis { keys: vec![(op.verifier().to_string(), vec![Role::Operator])] }.encode();
+    let hold = Record::Event { note: note(Action::Hold { reason: "audit".into() }, 1) }.encode();
+    let to_hold = Record::Transition { from: Mode::Active, to: Mode::Hold, cause: Event::PlaceHold }.encode();
+    let release = Record::Event { note: note(Action::Release, 2) }.encode();
+    let to_active = Record::Transition { from: Mode::Hold, to: Mode::Active, cause: Event::ReleaseHold }.encode();
+
+    // Held, released, then written: intact, every record replayed.
+    let leaves = vec![genesis.clone(), hold.clone(), to_hold.clone(), release, to_active];
+    let (db, signer) = build_with_control("verify_control_ok", leaves, 8);
+    let r = verify(&db.url, &trusted(&signer));
+    assert_eq!(r.status, Status::Intact, "{r:#?}");
+    assert_eq!(r.summary.control_records, 5);
+
+    // Held and written anyway: found, at the first event written.
+    let (db, signer) = build_with_control("verify_control_held", vec![genesis.clone(), hold.clone(), to_hold], 5);
+    let r = verify(&db.url, &trusted(&signer));
+    assert_eq!(r.status, Status::Tampered, "{r:#?}");
+    let f = r.first.unwrap();
+    assert_eq!((f.kind, f.leaf), (Kind::ControlInvalid, Some(3)), "{f:?}");
+    assert!(f.detail.contains("mode hold"), "{f:?}");
+
+    // A hold's transition without its signed event, then the same event twice.
+    let forged = Record::Transition { from: Mode::Active, to: Mode::Hold, cause: Event::PlaceHold }.encode();
+    let (db, signer) = build_with_control("verify_control_forged", vec![genesis, forged, hold.clone(), hold], 4);
+    let r = verify(&db.url, &trusted(&signer));
+    let kinds: Vec<(Kind, Option<u64>)> = r.findings.iter().map(|f| (f.kind, f.leaf)).collect();
+    assert_eq!(kinds, [(Kind::ControlInvalid, Some(1)), (Kind::ControlInvalid, Some(3))], "{r:#?}");
 }
