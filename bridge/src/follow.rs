@@ -27,13 +27,20 @@ pub(crate) struct Follower {
     pub stream: broadcast::Sender<Arc<str>>,
     /// Each newly checked checkpoint, for gRPC watchers.
     pub checkpoints: broadcast::Sender<Arc<Served>>,
+    /// The log's mode, as its newest committed control record says.
+    mode: RwLock<&'static str>,
 }
 
 impl Follower {
     pub fn new(settings: &crate::Settings) -> Follower {
         let (stream, _) = broadcast::channel(settings.stream.queue.max(1));
         let (checkpoints, _) = broadcast::channel(settings.stream.queue.max(1));
-        Follower { latest: RwLock::new(None), seen: RwLock::new(0), stream, checkpoints }
+        Follower { latest: RwLock::new(None), seen: RwLock::new(0), stream, checkpoints, mode: RwLock::new("active") }
+    }
+
+    /// The log's mode, as its newest committed control record says.
+    pub fn mode(&self) -> &'static str {
+        *self.mode.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The newest checked checkpoint, if any.
@@ -102,6 +109,15 @@ async fn step(shared: &Shared) -> Result<(), ServeError> {
     } else {
         chronos_vault::read::checkpoints_after(&*client, shared.follow.seen(), 256).await?
     };
+    if !rows.is_empty() {
+        // Every change of mode is a leaf: it can only show with a new checkpoint.
+        let mode = chronos_vault::read::recorded_mode(&*client).await?.unwrap_or("active");
+        *shared.follow.mode.write().unwrap_or_else(|p| p.into_inner()) = mode;
+        for m in chronos_control::Mode::ALL {
+            let label = crate::metrics::ModeLabel { mode: m.name().into() };
+            shared.metrics.log_mode.get_or_create(&label).set(i64::from(m.name() == mode));
+        }
+    }
     for row in rows {
         match check(shared, &client, &row).await {
             Ok(Some(served)) => {

@@ -41,6 +41,13 @@ pub struct Metrics {
     pub checkpoints_refused: Counter,
     pub stream_clients: Gauge,
     pub stream_closed_slow: Counter,
+    /// 1 for the log's mode as its newest committed record says.
+    pub log_mode: Family<ModeLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabel {
+    pub mode: String,
 }
 
 impl Metrics {
@@ -73,6 +80,11 @@ impl Metrics {
             self.tls_handshake_failures.clone(),
         );
         r.register("checkpoints_served", "Checkpoints checked and served", self.checkpoints_served.clone());
+        r.register(
+            "log_mode",
+            "1 for the log's mode as its newest committed control record says (reads are served in every mode)",
+            self.log_mode.clone(),
+        );
         r.register(
             "checkpoints_refused",
             "Stored checkpoints that failed a check and were not served",

@@ -63,6 +63,20 @@ pub async fn newest_checkpoint(c: &impl GenericClient) -> Result<Option<StoredCh
     Ok(row.as_ref().map(checkpoint_row))
 }
 
+/// The log's mode as its newest committed control record of a transition
+/// says (`None`: never changed, so `active`).
+pub async fn recorded_mode(c: &impl GenericClient) -> Result<Option<&'static str>, VaultError> {
+    let row = c
+        .query_opt("SELECT record FROM control_log WHERE kind = 'transition' ORDER BY leaf_index DESC LIMIT 1", &[])
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let bytes: Vec<u8> = row.get(0);
+    match chronos_control::record::Record::parse(&bytes) {
+        Ok(chronos_control::record::Record::Transition { to, .. }) => Ok(Some(to.name())),
+        Ok(_) | Err(_) => Err(VaultError::Range("control_log: a transition row that is not one".into())),
+    }
+}
+
 /// Checkpoints stored after the one with id `after`, oldest first, at most `limit`.
 pub async fn checkpoints_after(
     c: &impl GenericClient,

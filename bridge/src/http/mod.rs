@@ -72,10 +72,11 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// Ready once a checked checkpoint can be served.
-async fn readyz(State(shared): State<Arc<Shared>>) -> Result<&'static str, ServeError> {
+/// Ready once a checked checkpoint can be served; says the log's mode
+/// (the bridge serves reads in every mode: a held log is still readable).
+async fn readyz(State(shared): State<Arc<Shared>>) -> Result<String, ServeError> {
     match shared.follow.latest() {
-        Some(_) => Ok("ready\n"),
+        Some(_) => Ok(format!("ready (log mode: {})\n", shared.follow.mode())),
         None => Err(ServeError::Unavailable(
             "no checked checkpoint yet (is the log empty, or PostgreSQL unreachable?)".into(),
         )),

@@ -103,6 +103,17 @@ fn a_signed_hold_survives_every_restart_and_only_a_signed_release_lifts_it() {
     let plain = String::from_utf8_lossy(&plain.stdout);
     assert!(plain.contains("mode              hold"), "{plain}");
     assert!(plain.contains("placed by operator+") && plain.contains("\"disk replaced in rack 4\""), "{plain}");
+    // The bridge still serves reads, and says the log is held.
+    let web = super::bridge::bridge_http(&s);
+    wait_for(
+        Duration::from_secs(30),
+        "the bridge naming the hold",
+        || s.log(),
+        || {
+            let r = super::pipeline::http(&web, "GET", "/readyz", &[], b"").ok()?;
+            (r.status == 200 && r.body == "ready (log mode: hold)\n").then_some(())
+        },
+    );
 
     // Every process of the pipeline, killed: the supervisor restarts it
     // and the hold is still there (it is in the log, not in memory).
