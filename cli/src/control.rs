@@ -346,7 +346,8 @@ pub fn quarantine_list(source: &Source, json_out: bool) -> anyhow::Result<ExitCo
             let (status, leaf) = settled.get(&r.id).map_or(("pending", None), |(s, l)| (*s, Some(*l)));
             json!({
                 "id": r.id,
-                "received_at": rfc3339((r.received_at * 1e9) as u64),
+                // Whole milliseconds: the float of seconds carries no more.
+                "received_at": rfc3339((r.received_at * 1e3).round() as u64 * 1_000_000),
                 "events": r.event_count,
                 "digest": hex::encode(r.digest),
                 "reason": r.reason,
