@@ -31,7 +31,8 @@ pub struct ControlConfig {
     pub socket: String,
     /// The keys the log starts with. Recorded in the log with the first
     /// accepted control event; after that, keys change only through signed
-    /// `keys add` and `keys revoke` events, and this list is not read.
+    /// `keys add` and `keys revoke` events, and this list is not used
+    /// (it is still read and checked at each start).
     pub keys: Vec<ControlKey>,
 }
 
@@ -220,7 +221,10 @@ fn request(data_dir: &Path, body: &str) -> anyhow::Result<serde_json::Value> {
     s.write_all(body.as_bytes())?;
     s.shutdown(std::net::Shutdown::Write)?;
     let mut out = String::new();
-    s.read_to_string(&mut out).context("reading the orchestrator's answer")?;
+    s.read_to_string(&mut out).context(
+        "no answer from the orchestrator within 30 s; an event it takes later is still applied (see `chronos \
+         control status` and `history`)",
+    )?;
     let v: serde_json::Value =
         serde_json::from_str(&out).with_context(|| format!("an answer that is not JSON: {out:?}"))?;
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {

@@ -246,8 +246,14 @@ pub enum Refusal {
     TooFarAhead { expires_ns: u64, now_ns: u64 },
     #[error("{action} is refused in mode {mode}: {why}")]
     IllegalInMode { action: &'static str, mode: &'static str, why: &'static str },
+    #[error("{0} is registered already (a key is added once; for other roles, add a new key)")]
+    KeyExists(String),
+    #[error("no registered key is {0} (name+keyid, as `chronos control status` lists them)")]
+    NoSuchKey(String),
     #[error("no quarantined body has id {0}")]
     UnknownQuarantine(u64),
+    #[error("quarantined body {0} cannot be read: {1}")]
+    QuarantineUnreadable(u64, String),
     #[error("quarantined body {0} was already released or dropped")]
     QuarantineSettled(u64),
 }
@@ -266,7 +272,10 @@ impl Refusal {
             Refusal::Expired { .. } => "expired",
             Refusal::TooFarAhead { .. } => "too_far_ahead",
             Refusal::IllegalInMode { .. } => "illegal_in_mode",
+            Refusal::KeyExists(_) => "key_exists",
+            Refusal::NoSuchKey(_) => "no_such_key",
             Refusal::UnknownQuarantine(_) => "unknown_quarantine",
+            Refusal::QuarantineUnreadable(..) => "quarantine_unreadable",
             Refusal::QuarantineSettled(_) => "quarantine_settled",
         }
     }
@@ -377,11 +386,25 @@ impl Registry {
         {
             return Err(Refusal::IllegalInMode { action: event.action.name(), mode: mode.name(), why });
         }
+        // A key is registered once (its replay protection and revocation
+        // are never reset; new roles need a new key) and only a registered
+        // key is revoked.
+        let added = match &event.action {
+            Action::KeysAdd { key, .. } => {
+                let v = NoteVerifier::parse(key).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                let r = key_ref(v.name(), v.key_id());
+                if self.keys.contains_key(&r) {
+                    return Err(Refusal::KeyExists(r));
+                }
+                Some(v)
+            }
+            Action::KeysRevoke { key } if !self.keys.contains_key(key) => return Err(Refusal::NoSuchKey(key.clone())),
+            _ => None,
+        };
         // The caller's own checks (the quarantine's state), last, before
         // anything changes.
         also(&event)?;
-        if let Action::KeysAdd { key, roles } = &event.action {
-            let v = NoteVerifier::parse(key).map_err(|e| Refusal::Malformed(e.to_string()))?;
+        if let (Some(v), Action::KeysAdd { roles, .. }) = (added, &event.action) {
             self.add(v, roles.clone());
         }
         if let Action::KeysRevoke { key } = &event.action
@@ -493,5 +516,17 @@ mod tests {
         assert!(r.get(&bob_ref).unwrap().revoked);
         let release = bob.sign(&event(Action::Release, 2).text()).unwrap();
         assert_eq!(r.accept(&release, ORIGIN, NOW, Mode::Hold).unwrap_err().label(), "revoked_key");
+        // Added again (to clear the revocation or the seq): refused.
+        let again = event(Action::KeysAdd { key: bob.verifier().to_string(), roles: vec![Role::Operator] }, 3);
+        assert_eq!(
+            r.accept(&admin.sign(&again.text()).unwrap(), ORIGIN, NOW, Mode::Hold).unwrap_err().label(),
+            "key_exists"
+        );
+        assert!(r.get(&bob_ref).unwrap().revoked);
+        let typo = event(Action::KeysRevoke { key: "bob+00000000".into() }, 4);
+        assert_eq!(
+            r.accept(&admin.sign(&typo.text()).unwrap(), ORIGIN, NOW, Mode::Hold).unwrap_err().label(),
+            "no_such_key"
+        );
     }
 }

@@ -93,11 +93,22 @@ pub struct Snapshot {
 }
 
 /// What an accepted event asks the orchestrator to sequence: its control
-/// records, then (for a release) the quarantined body as a batch of its own.
+/// records, and for a release the quarantined body's events (in the same
+/// batch, after the records).
 #[derive(Debug)]
 pub struct Submitted {
     pub records: Vec<Record>,
-    pub release: Option<QuarantineRow>,
+    pub release: Option<Release>,
+}
+
+/// A quarantined body to write into the log, read and decoded before its
+/// release was accepted.
+#[derive(Debug)]
+pub struct Release {
+    pub id: u64,
+    /// The body's idempotency key.
+    pub digest: [u8; 32],
+    pub events: Vec<payload::Event>,
 }
 
 /// The plane.
@@ -233,7 +244,8 @@ impl Plane {
         &mut self,
         note: &str,
         now_ns: u64,
-        lookup: impl FnOnce(u64) -> Option<QuarantineRow>,
+        max_decoded: usize,
+        lookup: impl FnOnce(u64) -> Result<Option<QuarantineRow>, String>,
     ) -> Result<Submitted, Refusal> {
         let (settled, writes) = (&self.settled, self.refusal().is_none());
         let mut release = None;
@@ -242,17 +254,20 @@ impl Plane {
             if settled.contains(&id) {
                 return Err(Refusal::QuarantineSettled(id));
             }
-            let row = lookup(id).ok_or(Refusal::UnknownQuarantine(id))?;
+            if let Action::QuarantineRelease { .. } = e.action
+                && !writes
+            {
+                let why = "the log refuses writes in this mode";
+                return Err(Refusal::IllegalInMode { action: e.action.name(), mode: self.machine.mode.name(), why });
+            }
+            let row = lookup(id).map_err(|why| Refusal::QuarantineUnreadable(id, why))?;
+            let row = row.ok_or(Refusal::UnknownQuarantine(id))?;
             if let Action::QuarantineRelease { .. } = e.action {
-                if !writes {
-                    let why = "the log refuses writes in this mode";
-                    return Err(Refusal::IllegalInMode {
-                        action: e.action.name(),
-                        mode: self.machine.mode.name(),
-                        why,
-                    });
-                }
-                release = Some(row);
+                // Decoded now, so that a body that cannot be written is
+                // refused before anything changes.
+                let events = payload::decode(1, &row.payload, row.event_count, max_decoded)
+                    .map_err(|err| Refusal::QuarantineUnreadable(id, format!("its payload: {err}")))?;
+                release = Some(Release { id, digest: row.digest, events });
             }
             Ok(())
         };

@@ -151,6 +151,19 @@ pub async fn restore(settings: &Settings) -> Result<Restored, OrchestratorError>
         .map_err(chronos_vault::store::VaultError::from)?
         .map(|r| r.get(0));
     let control = chronos_vault::store::control_records(vault.client()).await?;
+    // `control_log` is a copy: each record must be the leaf the tree holds
+    // (an edited copy would otherwise change the registry or lift a hold
+    // at this start). A deleted copy is found by `chronos verify`, which
+    // reads every batch.
+    let ids: Vec<chronos_ledger::tree::NodeId> =
+        control.iter().map(|(leaf, _, _)| chronos_ledger::tree::NodeId { level: 0, index: *leaf }).collect();
+    let stored = chronos_vault::read::nodes(vault.client(), hasher, &ids).await?;
+    for ((leaf, _, bytes), want) in control.iter().zip(&stored) {
+        if hasher.leaf(bytes) != *want {
+            let reason = format!("control_log's record at leaf {leaf} is not the leaf the log holds there");
+            return Err(refuse(&mut vault, "control_log_altered", reason).await);
+        }
+    }
     Ok(Restored { head, root, range, keys, last_signed, last_time: last_time.unwrap_or(0) as u64, control })
 }
 

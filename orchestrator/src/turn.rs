@@ -16,6 +16,11 @@ use crate::checkpoint::History;
 use crate::stages::{Candidate, Verdict};
 use crate::{Metrics, OrchestratorError, Output, Settings, Spine, hand_on, plane, restore, socket};
 
+/// How often a pending recovery's rejoin is checked again after a failed
+/// check (each failure is logged, and the start's checks it runs leave
+/// their audit events).
+const REJOIN_RETRY: Duration = Duration::from_secs(30);
+
 /// The control plane as the sequencing loop drives it.
 pub(crate) struct Control<'a> {
     pub(crate) plane: plane::Plane,
@@ -40,29 +45,36 @@ impl Control<'_> {
         (quorum, !self.settings.control.breaker_file.exists())
     }
 
-    /// Quarantined body `id`; `None` when there is none or it cannot be
-    /// read now (logged).
+    /// Quarantined body `id` (at most 5 s: the sequencing thread waits).
     fn quarantined(
         rt: &tokio::runtime::Runtime,
         db: &mut Option<tokio_postgres::Client>,
         url: &str,
         id: u64,
-    ) -> Option<QuarantineRow> {
+    ) -> Result<Option<QuarantineRow>, String> {
+        // The timer is made inside the runtime (it needs its clock).
         let read = rt.block_on(async {
-            if db.as_ref().is_none_or(|c| c.is_closed()) {
-                let (client, conn) = chronos_tls::pg::connect(url).await?;
-                tokio::spawn(conn);
-                *db = Some(client);
-            }
-            let client = db.as_ref().ok_or_else(|| chronos_vault::store::VaultError::Range("not connected".into()))?;
-            chronos_vault::store::quarantined(client, Some(id)).await
+            tokio::time::timeout(Duration::from_secs(5), async {
+                if db.as_ref().is_none_or(|c| c.is_closed()) {
+                    let (client, conn) = chronos_tls::pg::connect(url).await?;
+                    tokio::spawn(conn);
+                    *db = Some(client);
+                }
+                let client =
+                    db.as_ref().ok_or_else(|| chronos_vault::store::VaultError::Range("not connected".into()))?;
+                chronos_vault::store::quarantined(client, Some(id)).await
+            })
+            .await
         });
         match read {
-            Ok(rows) => rows.into_iter().next(),
-            Err(e) => {
-                tracing::error!(id, error = %e, "cannot read the quarantine; the event is refused as naming no body");
+            Ok(Ok(rows)) => Ok(rows.into_iter().next()),
+            Ok(Err(e)) => {
                 *db = None;
-                None
+                Err(format!("the quarantine table cannot be read: {e}"))
+            }
+            Err(_) => {
+                *db = None;
+                Err("the quarantine table did not answer within 5 s".into())
             }
         }
     }
@@ -87,8 +99,11 @@ pub(crate) fn control_tick(
     while let Ok(req) = ctl.requests.try_recv() {
         let (rt, url) = (ctl.rt, ctl.settings.database_url.as_str());
         let db = &mut ctl.db;
-        let submitted =
-            ctl.plane.submit(&req.note, crate::stages::now_ns(), |id| Control::quarantined(rt, db, url, id));
+        // A body that was in a HASHED record fits in one again.
+        let max_decoded = usize::try_from(ctl.settings.topology.hashed_ring().max_record).unwrap_or(usize::MAX);
+        let submitted = ctl
+            .plane
+            .submit(&req.note, crate::stages::now_ns(), max_decoded, |id| Control::quarantined(rt, db, url, id));
         let answer = match submitted {
             Err(r) => socket::Answer::Refused(r),
             Ok(s) => {
@@ -104,7 +119,7 @@ pub(crate) fn control_tick(
         let _ = req.answer.send(answer);
     }
     if ctl.plane.recovering()
-        && ctl.recovery_tried.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        && ctl.recovery_tried.is_none_or(|t| t.elapsed() >= REJOIN_RETRY)
         && out.ring.wait_drained(Instant::now())
     {
         ctl.recovery_tried = Some(Instant::now());
@@ -126,7 +141,11 @@ pub(crate) fn control_tick(
 /// start's checks (the latest signed checkpoint, the one kept outside the
 /// database, the writer lease).
 fn check_rejoin(ctl: &Control<'_>, last: (u64, Hash)) -> Result<(), String> {
-    let restored = ctl.rt.block_on(restore::restore(ctl.settings)).map_err(|e| e.to_string())?;
+    let restored = ctl
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(60), restore::restore(ctl.settings)).await })
+        .map_err(|_| "the database did not answer the checks within 60 s".to_owned())?
+        .map_err(|e| e.to_string())?;
     if (restored.head.seq, restored.head.hash) != last {
         return Err(format!(
             "the database's head is batch {} but this sequencer handed on batch {}",
@@ -155,32 +174,43 @@ fn sequence_control(
 /// release event, after the genesis if it is the log's first) and then the
 /// released body's events, so that the event and the body are committed
 /// together or not at all; under the body's own idempotency key (a
-/// client's retry of it is then answered with this batch). `Ok(None)`:
-/// asked to stop.
+/// client's retry of it is then answered with this batch). A body already
+/// in the log (a retry of it passed once the log's time caught up with its
+/// claimed time) is not written again: the records alone are sequenced.
+/// `Ok(None)`: asked to stop.
 fn release(
     ctl: &mut Control<'_>,
     records: &[Record],
-    row: &QuarantineRow,
+    body: &plane::Release,
     spine: &mut Spine,
     out: &mut Output<'_>,
     history: &Mutex<History>,
     metrics: &Metrics,
 ) -> Result<Option<u64>, OrchestratorError> {
-    // A body that was in a HASHED record fits in one again.
-    let max = usize::try_from(ctl.settings.topology.hashed_ring().max_record).unwrap_or(usize::MAX);
-    let events = chronos_ledger::payload::decode(1, &row.payload, row.event_count, max)
-        .map_err(|e| OrchestratorError::Refused(format!("quarantined body {}: its payload: {e}", row.id)))?;
     let control: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
     let metas: Vec<EventMeta<'_>> = control
         .iter()
         .map(|b| EventMeta { bytes: b, claimed_time_ns: None })
-        .chain(events.iter().map(|e| EventMeta { bytes: &e.bytes, claimed_time_ns: e.claimed_time_ns }))
+        .chain(body.events.iter().map(|e| EventMeta { bytes: &e.bytes, claimed_time_ns: e.claimed_time_ns }))
         .collect();
     ctl.nonce += 1;
     let bytes =
-        plane::own_batch(&ctl.settings.hasher, &metas, &row.digest, ctl.nonce).map_err(OrchestratorError::Refused)?;
-    tracing::warn!(id = row.id, events = row.event_count, "releasing a quarantined body into the log");
-    sequence_own(&bytes, spine, out, history, metrics)
+        plane::own_batch(&ctl.settings.hasher, &metas, &body.digest, ctl.nonce).map_err(OrchestratorError::Refused)?;
+    let input: HashedRef<'_> = Hashed::decode(tag::HASHED, &bytes)
+        .map_err(|e| OrchestratorError::Refused(format!("an orchestrator's batch: {e}")))?;
+    let mut c = Candidate::new(input);
+    // Validate runs first and changes nothing when it answers a duplicate.
+    match spine.apply(&mut c)? {
+        Verdict::Continue => {
+            tracing::warn!(id = body.id, events = body.events.len(), "releasing a quarantined body into the log");
+            Ok(hand_on(spine, &mut c, out, history, metrics)?.then_some(c.seq))
+        }
+        Verdict::Duplicate(d) => {
+            tracing::warn!(id = body.id, seq = d.seq, "the released body is in the log already; recording the release");
+            sequence_control(ctl, records, spine, out, history, metrics)
+        }
+        other => Err(OrchestratorError::Refused(format!("a stage refused a release: {other:?}"))),
+    }
 }
 
 /// Runs a batch of the orchestrator's own through the spine and hands it on.

@@ -33,8 +33,9 @@
 //!   after [`BREAKER_THRESHOLD`] failures in a row the circuit breaker
 //!   opens (`Settings::breaker_file` appears: the orchestrator turns the
 //!   log's mode to isolated), nothing is attempted for
-//!   [`BREAKER_COOLDOWN`], then one probe (a connection that migrates,
-//!   reads the head and checks the lease) closes it or opens it again;
+//!   [`BREAKER_COOLDOWN`], then one probe (the next commit; when there is
+//!   nothing to commit, a connection that migrates, reads the head and
+//!   checks the lease) closes it or opens it again;
 //!   after a PostgreSQL crash the missing `logs` range is recorded in
 //!   `logs_rebuild` before anything new is committed, then restored in the
 //!   background (`vault-writer.rebuild`), resumable after a kill.
@@ -300,7 +301,12 @@ pub fn run(settings: &Settings, stop: &AtomicBool, metrics: &Metrics) -> Result<
                 Ok(()) => {
                     backoff = Duration::from_millis(100);
                     down_since = None;
-                    w.report(Ok(()));
+                    // A connection is the half-open probe only when there is
+                    // nothing to commit; otherwise the commit is (a database
+                    // that connects but cannot commit keeps the circuit open).
+                    if pending.is_empty() && matches!(w.breaker.state(), chronos_control::breaker::State::HalfOpen) {
+                        w.report(Ok(()));
+                    }
                 }
                 Err(e @ VaultWriterError::Refused(_)) => return Err(e),
                 Err(e) => {

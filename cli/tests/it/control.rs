@@ -294,8 +294,26 @@ fn a_recovery_rejoins_once_verified_and_verify_finds_an_edited_or_a_deleted_cont
     assert_eq!(h.as_array().unwrap().last().unwrap()["record"]["cause"], "rejoin-verified");
     assert_eq!(s.verify()["status"], "intact");
 
-    // Edited: the hold's reason, in its `logs` row.
+    // The orchestrator reads the log's operation from the copy in
+    // control_log: an edited copy stops it at start.
+    s.pg.psql(
+        "postgres",
+        "UPDATE control_log SET record = convert_to(replace(convert_from(record, 'UTF8'), 'quarterly', 'monthly'), \
+         'UTF8') WHERE kind = 'event'",
+    )
+    .unwrap();
+    s.spawn_up(&[]);
+    wait_for(
+        Duration::from_secs(60),
+        "the orchestrator refusing an edited control_log",
+        || s.log(),
+        || s.log().contains("is not the leaf the log holds there").then_some(()),
+    );
+    let up = s.up.take().unwrap();
+    drop(super::pipeline::Up(up));
     let sql = |q: &str| s.pg.psql("postgres", q).unwrap();
+
+    // Edited: the hold's reason, in its `logs` row.
     let leaf: i64 = sql("SELECT leaf_index FROM control_log WHERE kind = 'event' ORDER BY leaf_index LIMIT 1")
         .trim()
         .parse()
