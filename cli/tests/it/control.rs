@@ -133,10 +133,16 @@ fn a_signed_hold_survives_every_restart_and_only_a_signed_release_lifts_it() {
         );
         wait_mode(&s, "hold");
     }
-    // PostgreSQL crashes and comes back: the vault's circuit opens and
-    // closes under the hold, which neither lifts.
+    // PostgreSQL crashes and comes back: the vault's circuit opens (the
+    // idle writer's pings fail) and closes under the hold, which neither
+    // lifts.
     s.pg.crash().unwrap();
+    let breaker = data.join("run/vault.breaker");
+    wait_for(Duration::from_secs(60), "the circuit open", || s.log(), || breaker.exists().then_some(()));
+    let published = std::fs::read_to_string(data.join("run/mode")).unwrap();
+    assert!(published.starts_with("hold\nrefuses\n"), "an open circuit does not touch a hold: {published}");
     s.pg.restart().unwrap();
+    wait_for(Duration::from_secs(60), "the circuit closed", || s.log(), || (!breaker.exists()).then_some(()));
     wait_for(
         Duration::from_secs(60),
         "the pipeline back behind the hold",
