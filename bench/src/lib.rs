@@ -144,6 +144,46 @@ pub struct Results {
     pub acked: u64,
     pub stored: u64,
     pub postgres_version: String,
+    /// What the run's events cost PostgreSQL: storage and WAL.
+    pub storage: Storage,
+}
+
+/// What the events stored over a run cost PostgreSQL, for sizing: the
+/// growth of the tables and of the WAL between the start of the run and
+/// its end, with the number of events stored meanwhile.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Storage {
+    pub events: u64,
+    /// WAL written (`pg_current_wal_lsn`), bytes; `logs` is UNLOGGED and
+    /// writes none.
+    pub wal: u64,
+    /// `logs` (all partitions, with indexes and TOAST), bytes.
+    pub logs: u64,
+    /// The logged tables: `batches` (with the compressed payloads),
+    /// `tiles`, `checkpoints`, `ingest_keys`, `control_log`, bytes.
+    pub logged: u64,
+}
+
+impl Storage {
+    pub fn per_event(bytes: u64, events: u64) -> f64 {
+        if events == 0 { 0.0 } else { bytes as f64 / events as f64 }
+    }
+}
+
+/// (WAL position, `logs` bytes, logged tables' bytes) now.
+async fn storage_now(url: &str) -> Result<(u64, u64, u64), BenchError> {
+    let row = connect(url)
+        .await?
+        .query_one(
+            "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint, \
+                    (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)::bigint FROM pg_partition_tree('logs')), \
+                    (SELECT sum(pg_total_relation_size(t))::bigint FROM unnest(ARRAY['batches', 'tiles', \
+                     'checkpoints', 'ingest_keys', 'control_log']::regclass[]) AS t)",
+            &[],
+        )
+        .await?;
+    let get = |i: usize| row.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64;
+    Ok((get(0), get(1), get(2)))
 }
 
 /// Progress lines go here (the command prints them to stderr).
@@ -190,6 +230,7 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
     let mut stack = launcher.start(h0, i0)?;
     rt.block_on(load::wait_ready(stack.addr, Duration::from_secs(120), 20)).map_err(BenchError::Launch)?;
     let stored_before = rt.block_on(count_logs(&stack.database_url))?;
+    let storage_before = rt.block_on(storage_now(&stack.database_url))?;
     let postgres_version = rt.block_on(server_version(&stack.database_url))?;
 
     let mut search = Vec::new();
@@ -279,6 +320,14 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
 
     let stored = rt.block_on(count_logs(&stack.database_url))? - stored_before;
     let acked = check_acks(&mut all_acks, stored)?;
+    // Over the whole run (the sweep's restarts keep the same database).
+    let after = rt.block_on(storage_now(&stack.database_url))?;
+    let storage = Storage {
+        events: stored,
+        wal: after.0.saturating_sub(storage_before.0),
+        logs: after.1.saturating_sub(storage_before.1),
+        logged: after.2.saturating_sub(storage_before.2),
+    };
     say("stopping chronos up");
     launcher.stop()?;
     Ok(Results {
@@ -295,6 +344,7 @@ pub fn run(launcher: &mut dyn Launcher, o: &Options, say: Progress<'_>) -> Resul
         acked,
         stored,
         postgres_version,
+        storage,
     })
 }
 

@@ -266,10 +266,34 @@ pub fn markdown(r: &Results, cx: &Context) -> String {
             );
         }
     }
+    let st = &r.storage;
+    let per = |b: u64| crate::Storage::per_event(b, st.events);
+    let e2e = r.max.run.events_per_sec();
+    let _ = writeln!(
+        o,
+        "\nWhat a stored event costs PostgreSQL (growth over the whole run, {} events; for sizing):\n\n\
+         | per event | bytes | at max load ({} logs/s) |\n|---|---|---|\n\
+         | `logs` (UNLOGGED: rows, index) | {:.0} | {} |\n\
+         | logged tables (`batches` with payloads, `tiles`, `checkpoints`, `ingest_keys`, `control_log`) | {:.0} | {} |\n\
+         | WAL | {:.0} | {} |",
+        st.events,
+        rate(e2e),
+        per(st.logs),
+        mbs(per(st.logs) * e2e),
+        per(st.logged),
+        mbs(per(st.logged) * e2e),
+        per(st.wal),
+        mbs(per(st.wal) * e2e),
+    );
     let _ = writeln!(
         o,
         "\nNothing lost: {} events acknowledged over the run, {} rows added to `logs`, no leaf given to two bodies.",
         r.acked, r.stored
     );
     o
+}
+
+/// Bytes per second as MB/s (growth at a rate).
+fn mbs(bytes_per_sec: f64) -> String {
+    format!("{} MB/s", mb(bytes_per_sec))
 }

@@ -62,6 +62,13 @@ fn a_short_bench_prints_the_table_and_finds_every_acknowledged_event() {
     assert_eq!(numbers.len(), 2, "{line}");
     assert_eq!(numbers[0], numbers[1], "{line}");
     assert!(numbers[0] >= 200, "{line}");
+    // Sizing: each stored event grew `logs` and wrote WAL (its payload in
+    // `batches` at least), measured, not zero.
+    for what in ["| `logs` (UNLOGGED: rows, index) |", "| WAL |"] {
+        let row = md.lines().find(|l| l.starts_with(what)).unwrap_or_else(|| panic!("no {what:?} in\n{md}"));
+        let bytes: f64 = row.split('|').nth(2).and_then(|c| c.trim().parse().ok()).unwrap_or_else(|| panic!("{row}"));
+        assert!(bytes > 50.0, "{row}");
+    }
     // A data directory that was given is kept.
     assert!(data.join("chronos.toml").exists());
 }
