@@ -12,6 +12,14 @@
 //! the thread stops, the whole process stops (sequencing never goes on
 //! unsigned) and the supervisor restarts it.
 //!
+//! It also runs the log's control plane: the mode machine and the
+//! operators' key registry ([`plane`]), the control socket `chronos
+//! control` submits signed events to ([`socket`]), and the control turn of
+//! its loop (facts observed, events applied, a recovery's rejoin, a
+//! quarantined body's release), whose control records it sequences like
+//! any batch, so the log records its own operation. A data batch reaching
+//! it while the mode refuses writes is answered 503 naming the mode.
+//!
 //! What it does not do: hash events (hashers do), write the database's
 //! ledger tables (the vault writer does), or trust its own memory across
 //! restarts: at start it restores everything from PostgreSQL ([`restore`])
