@@ -125,6 +125,8 @@ pub(crate) fn control_tick(
         ctl.recovery_tried = Some(Instant::now());
         match check_rejoin(ctl, out.last) {
             Ok(()) => {
+                // A later recovery is checked at once again.
+                ctl.recovery_tried = None;
                 let records = ctl.plane.rejoin();
                 if sequence_control(ctl, &records, spine, out, history, metrics)?.is_none() {
                     return Ok(false);
