@@ -198,9 +198,7 @@ fn release(
     ctl.nonce += 1;
     let bytes =
         plane::own_batch(&ctl.settings.hasher, &metas, &body.digest, ctl.nonce).map_err(OrchestratorError::Refused)?;
-    let input: HashedRef<'_> = Hashed::decode(tag::HASHED, &bytes)
-        .map_err(|e| OrchestratorError::Refused(format!("an orchestrator's batch: {e}")))?;
-    let mut c = Candidate::new(input);
+    let mut c = Candidate::new(decode_own(&bytes)?);
     // Validate runs first and changes nothing when it answers a duplicate.
     match spine.apply(&mut c)? {
         Verdict::Continue => {
@@ -223,9 +221,7 @@ fn sequence_own(
     history: &Mutex<History>,
     metrics: &Metrics,
 ) -> Result<Option<u64>, OrchestratorError> {
-    let input: HashedRef<'_> = Hashed::decode(tag::HASHED, bytes)
-        .map_err(|e| OrchestratorError::Refused(format!("an orchestrator's batch: {e}")))?;
-    let mut c = Candidate::new(input);
+    let mut c = Candidate::new(decode_own(bytes)?);
     match spine.apply(&mut c)? {
         Verdict::Continue => {}
         other => {
@@ -233,4 +229,9 @@ fn sequence_own(
         }
     }
     Ok(hand_on(spine, &mut c, out, history, metrics)?.then_some(c.seq))
+}
+
+/// A `HASHED` record the orchestrator encoded itself, read back.
+fn decode_own(bytes: &[u8]) -> Result<HashedRef<'_>, OrchestratorError> {
+    Hashed::decode(tag::HASHED, bytes).map_err(|e| OrchestratorError::Refused(format!("an orchestrator's batch: {e}")))
 }
