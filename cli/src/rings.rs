@@ -20,14 +20,14 @@ use chronos_wire::Topology;
 
 use crate::services::Plan;
 
-/// Refuses to start when /dev/shm cannot hold this topology's rings once
-/// they fill (a write to a tmpfs page that does not fit kills the writer
-/// with SIGBUS, under load, long after the start). This instance's own
-/// rings already there count as room: they are reused, or removed once
-/// drained.
-pub fn check_shared_memory(plan: &Plan) -> anyhow::Result<()> {
-    let t = &plan.topology;
-    let need: u64 = t.rings().iter().map(|(n, g)| n * ring::segment_len(g.capacity)).sum();
+/// Bytes the rings of topology `t` take in /dev/shm once full.
+pub fn shm_needed(t: &Topology) -> u64 {
+    t.rings().iter().map(|(n, g)| n * ring::segment_len(g.capacity)).sum()
+}
+
+/// Room in /dev/shm for this instance's rings: what is free, plus what its
+/// own rings already hold (they are reused, or removed once drained).
+fn shm_room(plan: &Plan) -> anyhow::Result<u64> {
     let st = nix::sys::statvfs::statvfs("/dev/shm").context("reading the size of /dev/shm")?;
     let free = st.blocks_available() * st.fragment_size();
     let ours: u64 = ring::list(&plan.names.prefix())
@@ -35,12 +35,57 @@ pub fn check_shared_memory(plan: &Plan) -> anyhow::Result<()> {
         .filter_map(|n| std::fs::metadata(ring::segment_path(n)).ok())
         .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
         .sum();
-    if need > free + ours {
+    Ok(free + ours)
+}
+
+/// With `pipeline.hashers = 0` (one per core), runs as many hashers as
+/// /dev/shm holds the rings of, at most one per core and at least one, and
+/// says so when that is fewer than the cores: a container's shared memory
+/// is set apart from its CPUs (Compose's `shm_size`), and the default must
+/// start on any host. A hasher count that was asked for is never lowered:
+/// [`check_shared_memory`] refuses it if it does not fit.
+pub fn fit_hashers(plan: &mut Plan) -> anyhow::Result<()> {
+    if plan.cfg.pipeline.hashers != 0 {
+        return Ok(());
+    }
+    let room = shm_room(plan)?;
+    let cores = plan.topology.hashers;
+    let Some(h) = hashers_that_fit(&plan.topology, room) else { return Ok(()) };
+    if h < cores {
+        let all = shm_needed(&plan.topology);
+        eprintln!(
+            "chronos: {h} hasher(s), not one per core ({cores}): /dev/shm has room for {} MiB of rings and \
+             {cores} hashers need {} MiB (Docker/Compose: shm_size; or set pipeline.hashers)",
+            room >> 20,
+            all.div_ceil(1 << 20)
+        );
+        tracing::warn!(hashers = h, cores, shm_room_mib = room >> 20, needed_mib = all.div_ceil(1 << 20), "fewer hashers than cores: /dev/shm is too small for one per core");
+        plan.topology.hashers = h;
+    }
+    Ok(())
+}
+
+/// The most hashers, at most `t.hashers`, whose rings fit in `room` bytes;
+/// `None` when not even one does.
+fn hashers_that_fit(t: &Topology, room: u64) -> Option<u16> {
+    (1..=t.hashers).rev().find(|&h| shm_needed(&Topology { hashers: h, ..*t }) <= room)
+}
+
+/// Refuses to start when /dev/shm cannot hold this topology's rings once
+/// they fill (a write to a tmpfs page that does not fit kills the writer
+/// with SIGBUS, under load, long after the start). This instance's own
+/// rings already there count as room: they are reused, or removed once
+/// drained.
+pub fn check_shared_memory(plan: &Plan) -> anyhow::Result<()> {
+    let t = &plan.topology;
+    let need = shm_needed(t);
+    let room = shm_room(plan)?;
+    if need > room {
         bail!(
             "/dev/shm has {} MiB free, but the rings of this topology need up to {} MiB once full \
              ({} ingest process(es) × {} hasher(s), ingest.max_decoded_bytes = {} MiB): give it more shared memory \
              (Docker/Compose: shm_size), or lower pipeline.hashers, ingest.processes or ingest.max_decoded_bytes",
-            (free + ours) >> 20,
+            room >> 20,
             need.div_ceil(1 << 20),
             t.ingests,
             t.hashers,
@@ -188,5 +233,40 @@ pub fn remove_drained(plan: &Plan) {
         } else {
             tracing::info!(ring = name, "ring kept: it holds records for the next start");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    /// The defaults (16 MiB bodies, 65 536 events) and one ingest process.
+    fn topology(hashers: u16) -> Topology {
+        let l = chronos_ingest::body::Limits::default();
+        Topology { ingests: 1, hashers, max_decoded: l.max_decoded as u64, max_events: l.max_events as u64 }
+    }
+
+    /// The formula the deployment docs give for one ingest process:
+    /// 64 MiB per (ingest, hasher) pair, 128 MiB per hasher, 128 MiB for
+    /// the sequencer's ring, 1 MiB per ingest process, and a 4 KiB header per ring.
+    #[test]
+    fn the_rings_take_what_the_deployment_docs_say() {
+        for h in [1u16, 2, 8, 64] {
+            let need = shm_needed(&topology(h));
+            let formula = (64 + 128) * u64::from(h) * MIB + 128 * MIB + MIB;
+            assert!(need >= formula && need - formula <= 4096 * (2 * u64::from(h) + 2), "{h} hashers: {need} vs {formula}");
+        }
+    }
+
+    #[test]
+    fn one_hasher_per_core_is_lowered_to_what_shared_memory_holds() {
+        let t = topology(8);
+        assert_eq!(hashers_that_fit(&t, 8 << 30), Some(8));
+        assert_eq!(hashers_that_fit(&t, shm_needed(&topology(3))), Some(3));
+        assert_eq!(hashers_that_fit(&t, shm_needed(&topology(3)) - 1), Some(2));
+        assert_eq!(hashers_that_fit(&t, 512 * MIB), Some(1));
+        assert_eq!(hashers_that_fit(&t, 64 * MIB), None);
     }
 }

@@ -319,10 +319,42 @@ fn stop_all(procs: &mut [Proc], grace: Duration, signals: &Signals) {
     }
 }
 
+/// How long `up` waits for a PostgreSQL server that is not answering yet
+/// (a container starting beside it, a server restarting).
+const DATABASE_WAIT: Duration = Duration::from_secs(120);
+
+/// Connects to the log's database, waiting up to [`DATABASE_WAIT`] while
+/// the server cannot be reached or answers that it is starting up (every
+/// 5 s it says so). Any other answer (a refused password, a database that
+/// does not exist) is final and returned at once.
+async fn connect_waiting(url: &str) -> anyhow::Result<(tokio_postgres::Client, chronos_tls::pg::Connection)> {
+    let started = Instant::now();
+    let mut said = None::<Instant>;
+    loop {
+        let e = match chronos_tls::pg::connect(url).await {
+            Ok(c) => return Ok(c),
+            Err(e) => e,
+        };
+        let starting = e.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW);
+        if (e.as_db_error().is_some() && !starting) || started.elapsed() >= DATABASE_WAIT {
+            return Err(anyhow::Error::new(e)
+                .context(format!("cannot connect to PostgreSQL at {}", crate::database::redact(url))));
+        }
+        if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            eprintln!(
+                "chronos: waiting for PostgreSQL at {} ({e}; {:.0} s of {} s)",
+                crate::database::redact(url),
+                started.elapsed().as_secs_f64(),
+                DATABASE_WAIT.as_secs()
+            );
+            said = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 async fn migrate(url: &str) -> anyhow::Result<()> {
-    let (mut client, conn) = chronos_tls::pg::connect(url)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {}", crate::database::redact(url)))?;
+    let (mut client, conn) = connect_waiting(url).await?;
     let task = tokio::spawn(conn);
     let report = chronos_vault::schema::migrate(&mut client).await?;
     tracing::info!(?report, "schema up to date");
@@ -346,7 +378,8 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
         cfg.ingest.processes = i;
     }
     // Flags are checked like the file, and the children see the same values.
-    let plan = Plan::validate(data_dir, log, cfg)?;
+    let mut plan = Plan::validate(data_dir, log, cfg)?;
+    crate::rings::fit_hashers(&mut plan)?;
     // A fault plan this binary cannot honour is refused here, once, rather
     // than by every service it starts.
     chronos_faults::Faults::from_env().map_err(anyhow::Error::msg)?;
