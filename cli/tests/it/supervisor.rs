@@ -146,6 +146,40 @@ fn up_names_its_real_address_once_it_serves_and_a_setup_error_stops_it_with_stat
     assert_eq!(read2().matches("exited; restarting").count(), 0, "{}", read2());
 }
 
+/// A database that does not answer yet (a container started beside
+/// Chronos, a server restarting): `up` says that it waits, for whom, and
+/// starts once the server answers. Before, it stopped at once with
+/// "cannot connect", and Compose's restart policy had to try again.
+#[test]
+fn up_waits_for_a_database_that_is_not_up_yet_and_starts_when_it_answers() {
+    let mut pg = chronos_pg_harness::PgCluster::start().unwrap();
+    let url = pg.create_database("late").unwrap();
+    pg.crash().unwrap();
+    let dir = tempfile::Builder::new().prefix("chronos-late-").tempdir_in("/tmp").unwrap();
+    let data = dir.path().join("data");
+    let out = super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/late"], &[]);
+    assert!(out.status.success());
+    let log = dir.path().join("up.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut up = Up(up_command(&data, &url, &addr, &log, &[]).spawn().unwrap());
+    wait_for(Duration::from_secs(60), "the waiting message", read, || {
+        let text = read();
+        (text.contains("waiting for PostgreSQL at postgres://") && text.contains(&format!("127.0.0.1:{}/late (", pg.port())))
+            .then_some(())
+    });
+    assert!(up.try_wait().unwrap().is_none(), "{}", read());
+    assert!(!read().contains("Chronos is up"), "{}", read());
+    pg.restart().unwrap();
+    wait_for(Duration::from_secs(120), "ready", read, || {
+        (http(&addr, "GET", "/readyz", &[], b"").ok()?.status == 200).then_some(())
+    });
+    let (b, _) = body("late", 2, true);
+    assert_eq!(http(&addr, "POST", "/ingest", &[NDJSON], &b).unwrap().status, 200, "{}", read());
+    nix::sys::signal::kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM).unwrap();
+    assert!(exit_of(&mut up, read).success(), "{}", read());
+}
+
 #[test]
 fn a_keyed_log_without_its_key_is_refused_before_anything_starts() {
     let dir = tempfile::Builder::new().prefix("chronos-keyed-").tempdir_in("/tmp").unwrap();
