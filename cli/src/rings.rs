@@ -59,7 +59,6 @@ pub fn fit_hashers(plan: &mut Plan) -> anyhow::Result<()> {
             room >> 20,
             all.div_ceil(1 << 20)
         );
-        tracing::warn!(hashers = h, cores, shm_room_mib = room >> 20, needed_mib = all.div_ceil(1 << 20), "fewer hashers than cores: /dev/shm is too small for one per core");
         plan.topology.hashers = h;
     }
     Ok(())
@@ -256,7 +255,10 @@ mod tests {
         for h in [1u16, 2, 8, 64] {
             let need = shm_needed(&topology(h));
             let formula = (64 + 128) * u64::from(h) * MIB + 128 * MIB + MIB;
-            assert!(need >= formula && need - formula <= 4096 * (2 * u64::from(h) + 2), "{h} hashers: {need} vs {formula}");
+            assert!(
+                need >= formula && need - formula <= 4096 * (2 * u64::from(h) + 2),
+                "{h} hashers: {need} vs {formula}"
+            );
         }
     }
 

@@ -165,8 +165,9 @@ fn up_waits_for_a_database_that_is_not_up_yet_and_starts_when_it_answers() {
     let mut up = Up(up_command(&data, &url, &addr, &log, &[]).spawn().unwrap());
     wait_for(Duration::from_secs(60), "the waiting message", read, || {
         let text = read();
-        (text.contains("waiting for PostgreSQL at postgres://") && text.contains(&format!("127.0.0.1:{}/late (", pg.port())))
-            .then_some(())
+        (text.contains("waiting for PostgreSQL at postgres://")
+            && text.contains(&format!("127.0.0.1:{}/late (", pg.port())))
+        .then_some(())
     });
     assert!(up.try_wait().unwrap().is_none(), "{}", read());
     assert!(!read().contains("Chronos is up"), "{}", read());

@@ -45,8 +45,16 @@ pub fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a
 
 /// A Kubernetes quantity of bytes ("640Mi", "2Gi", "512M", "1000").
 pub fn k8s_bytes(q: &str) -> Option<u64> {
-    let units: [(&str, u64); 8] =
-        [("Ki", 1 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("Ti", 1 << 40), ("k", 1_000), ("M", 1_000_000), ("G", 1_000_000_000), ("T", 1_000_000_000_000)];
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
     for (suffix, mult) in units {
         if let Some(n) = q.strip_suffix(suffix) {
             return n.parse::<u64>().ok()?.checked_mul(mult);

@@ -56,11 +56,7 @@ fn the_postgres_cluster_is_one_cloudnativepg_knows_and_replicates_synchronously(
     assert_eq!(doc["apiVersion"], "postgresql.cnpg.io/v1");
     let cluster: Cluster = serde_json::from_value(doc.clone()).expect("a CloudNativePG Cluster");
     let back = serde_json::to_value(&cluster).expect("serialize");
-    assert_eq!(
-        strip_type_meta(back),
-        strip_type_meta(doc.clone()),
-        "fields CloudNativePG does not know were dropped"
-    );
+    assert_eq!(strip_type_meta(back), strip_type_meta(doc.clone()), "fields CloudNativePG does not know were dropped");
 
     let sync = cluster.spec.postgresql.as_ref().and_then(|p| p.synchronous.as_ref()).expect("synchronous replication");
     assert!(sync.number >= 1, "at least one standby confirms each commit");
@@ -71,8 +67,8 @@ fn the_postgres_cluster_is_one_cloudnativepg_knows_and_replicates_synchronously(
     // The check is not blind: a misspelt field does not survive the round trip.
     let mut bad = doc.clone();
     bad["spec"]["postgresql"]["synchronus"] = bad["spec"]["postgresql"]["synchronous"].take();
-    let back = serde_json::to_value(serde_json::from_value::<Cluster>(bad.clone()).expect("still parses"))
-        .expect("serialize");
+    let back =
+        serde_json::to_value(serde_json::from_value::<Cluster>(bad.clone()).expect("still parses")).expect("serialize");
     assert_ne!(strip_type_meta(back), strip_type_meta(bad));
 }
 
