@@ -324,25 +324,39 @@ fn stop_all(procs: &mut [Proc], grace: Duration, signals: &Signals) {
 const DATABASE_WAIT: Duration = Duration::from_secs(120);
 
 /// Connects to the log's database, waiting up to [`DATABASE_WAIT`] while
-/// the server cannot be reached or answers that it is starting up (every
-/// 5 s it says so). Any other answer (a refused password, a database that
-/// does not exist) is final and returned at once.
-async fn connect_waiting(url: &str) -> anyhow::Result<(tokio_postgres::Client, chronos_tls::pg::Connection)> {
+/// the server cannot be reached, does not answer within 5 s, or answers
+/// that it is starting up (every 5 s it says so). Any other answer (a
+/// refused password, a database that does not exist) is final and
+/// returned at once, and so is Ctrl-C or SIGTERM during the wait.
+async fn connect_waiting(
+    url: &str,
+    signals: &Signals,
+) -> anyhow::Result<(tokio_postgres::Client, chronos_tls::pg::Connection)> {
     let started = Instant::now();
     let mut said = None::<Instant>;
+    let fail =
+        |why: anyhow::Error| why.context(format!("cannot connect to PostgreSQL at {}", crate::database::redact(url)));
     loop {
-        let e = match chronos_tls::pg::connect(url).await {
-            Ok(c) => return Ok(c),
-            Err(e) => e,
+        let e = match tokio::time::timeout(Duration::from_secs(5), chronos_tls::pg::connect(url)).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => {
+                let starting = e.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW);
+                if e.as_db_error().is_some() && !starting {
+                    return Err(fail(e.into()));
+                }
+                anyhow::Error::new(e)
+            }
+            Err(_) => anyhow::anyhow!("no answer within 5 s"),
         };
-        let starting = e.code() == Some(&tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW);
-        if (e.as_db_error().is_some() && !starting) || started.elapsed() >= DATABASE_WAIT {
-            return Err(anyhow::Error::new(e)
-                .context(format!("cannot connect to PostgreSQL at {}", crate::database::redact(url))));
+        if started.elapsed() >= DATABASE_WAIT {
+            return Err(fail(e.context(format!("still, after {} s", DATABASE_WAIT.as_secs()))));
+        }
+        if signals.stop() {
+            return Err(fail(e.context("stopped while waiting")));
         }
         if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
             eprintln!(
-                "chronos: waiting for PostgreSQL at {} ({e}; {:.0} s of {} s)",
+                "chronos: waiting for PostgreSQL at {} ({e:#}; {:.0} s of {} s)",
                 crate::database::redact(url),
                 started.elapsed().as_secs_f64(),
                 DATABASE_WAIT.as_secs()
@@ -353,8 +367,8 @@ async fn connect_waiting(url: &str) -> anyhow::Result<(tokio_postgres::Client, c
     }
 }
 
-async fn migrate(url: &str) -> anyhow::Result<()> {
-    let (mut client, conn) = connect_waiting(url).await?;
+async fn migrate(url: &str, signals: &Signals) -> anyhow::Result<()> {
+    let (mut client, conn) = connect_waiting(url, signals).await?;
     let task = tokio::spawn(conn);
     let report = chronos_vault::schema::migrate(&mut client).await?;
     tracing::info!(?report, "schema up to date");
@@ -435,7 +449,7 @@ pub fn up(data_dir: &Path, o: Overrides) -> anyhow::Result<()> {
     } else {
         plan.cfg.database.url.clone()
     };
-    rt.block_on(migrate(&url))?;
+    rt.block_on(migrate(&url, &signals))?;
     let mut lease = rt.block_on(Lease::take(&url, data_dir))?;
     let hashers = plan.topology.hashers;
     let env = vec![

@@ -159,16 +159,25 @@ fn up_waits_for_a_database_that_is_not_up_yet_and_starts_when_it_answers() {
     let data = dir.path().join("data");
     let out = super::chronos(&["init", "--data-dir", data.to_str().unwrap(), "--origin", "test.example/late"], &[]);
     assert!(out.status.success());
+    let waiting = |text: &str| {
+        text.contains("waiting for PostgreSQL at postgres://")
+            && text.contains(&format!("127.0.0.1:{}/late (", pg.port()))
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+
+    // SIGTERM (or Ctrl-C) ends the wait at once.
+    let log0 = dir.path().join("up0.log");
+    let read0 = || std::fs::read_to_string(&log0).unwrap_or_default();
+    let mut up = Up(up_command(&data, &url, &addr, &log0, &[]).spawn().unwrap());
+    wait_for(Duration::from_secs(60), "the waiting message", read0, || waiting(&read0()).then_some(()));
+    nix::sys::signal::kill(Pid::from_raw(up.id() as i32), Signal::SIGTERM).unwrap();
+    let status = wait_for(Duration::from_secs(20), "the stop", read0, || up.try_wait().unwrap());
+    assert!(!status.success() && read0().contains("stopped while waiting"), "{}", read0());
+
     let log = dir.path().join("up.log");
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
-    let addr = format!("127.0.0.1:{}", free_port());
     let mut up = Up(up_command(&data, &url, &addr, &log, &[]).spawn().unwrap());
-    wait_for(Duration::from_secs(60), "the waiting message", read, || {
-        let text = read();
-        (text.contains("waiting for PostgreSQL at postgres://")
-            && text.contains(&format!("127.0.0.1:{}/late (", pg.port())))
-        .then_some(())
-    });
+    wait_for(Duration::from_secs(60), "the waiting message", read, || waiting(&read()).then_some(()));
     assert!(up.try_wait().unwrap().is_none(), "{}", read());
     assert!(!read().contains("Chronos is up"), "{}", read());
     pg.restart().unwrap();
