@@ -28,8 +28,8 @@ work=${CHRONOS_COMPOSE_WORK:-/var/tmp/chronos-compose-test}
 export SHIPPER_BATCHES=${SHIPPER_BATCHES:-80} SHIPPER_EVENTS=${SHIPPER_EVENTS:-100} SHIPPER_INTERVAL=${SHIPPER_INTERVAL:-0.2}
 total=$((SHIPPER_BATCHES * SHIPPER_EVENTS))
 # Host ports of their own, so that a Chronos already running here is no obstacle.
-export CHRONOS_INGEST_PORT=15000 CHRONOS_BRIDGE_PORT=15080 CHRONOS_GRPC_PORT=15090 \
-    CHRONOS_NTP_PORT=15123 CHRONOS_ROUGHTIME_PORT=12002
+export CHRONOS_PORT_INGEST=15000 CHRONOS_PORT_BRIDGE=15080 CHRONOS_PORT_GRPC=15090 \
+    CHRONOS_PORT_NTP=15123 CHRONOS_PORT_ROUGHTIME=12002
 # The default hasher count (one per core), in shared memory that holds the
 # rings of one hasher (192 MiB + 129 MiB) but not of two: Chronos must
 # start with one, and say so on a host of more than one core.
@@ -137,8 +137,8 @@ say "images built: $(podman images --format '{{.Repository}} {{.Size}}' | grep c
 compose up -d >/dev/null 2>"$work/up.log" || { cat "$work/up.log"; fail "podman-compose up"; }
 wait_for 180 "postgres healthy" healthy postgres
 wait_for 180 "chronos healthy" healthy chronos
-curl -fsS "http://127.0.0.1:$CHRONOS_INGEST_PORT/readyz" >/dev/null || fail "ingest is not published on 127.0.0.1:$CHRONOS_INGEST_PORT"
-curl -fsS "http://127.0.0.1:$CHRONOS_BRIDGE_PORT/checkpoint" >/dev/null || fail "the bridge is not published on 127.0.0.1:$CHRONOS_BRIDGE_PORT"
+curl -fsS "http://127.0.0.1:$CHRONOS_PORT_INGEST/readyz" >/dev/null || fail "ingest is not published on 127.0.0.1:$CHRONOS_PORT_INGEST"
+curl -fsS "http://127.0.0.1:$CHRONOS_PORT_BRIDGE/checkpoint" >/dev/null || fail "the bridge is not published on 127.0.0.1:$CHRONOS_PORT_BRIDGE"
 say "ingest and the bridge answer on their published ports"
 [ "$(podman exec "$(ctr chronos)" id -u)" != 0 ] || fail "chronos runs as root in its container"
 rings=$(podman exec "$(ctr chronos)" sh -c 'ls /dev/shm | grep -c -- -hashed-' || true)

@@ -124,6 +124,14 @@ fn the_bridge_reads_standbys_and_never_sees_the_signing_key() {
     let keys: Vec<&str> =
         seed["secret"]["items"].as_array().expect("items").iter().filter_map(|i| i["key"].as_str()).collect();
     assert!(!keys.contains(&"log.key") && !keys.contains(&"operator.key"), "{keys:?}");
+    // The events themselves (tiles' entry bundles, /v1/events, the stream) need a token.
+    let c = &pod["containers"][0];
+    assert!(env(c, "CHRONOS_BRIDGE_TOKEN_FILE").is_some_and(|f| !f.is_empty()));
+    let public: Vec<String> =
+        serde_json::from_str(env(c, "CHRONOS_BRIDGE_PUBLIC").expect("public groups")).expect("a list");
+    for private in ["tiles", "events", "stream"] {
+        assert!(!public.iter().any(|g| g == private), "{private} is public: {public:?}");
+    }
     find(&docs, "HorizontalPodAutoscaler", "chronos-bridge").expect("an autoscaler");
     find(&docs, "PodDisruptionBudget", "chronos-bridge").expect("a PodDisruptionBudget");
 }
@@ -149,4 +157,45 @@ fn the_compose_default_shared_memory_holds_what_its_comment_says() {
         let tag = image.rsplit_once(':').map(|(_, t)| t).expect("a tag");
         assert!(tag.starts_with(|c: char| c.is_ascii_digit()), "{image}: pin a version, not {tag}");
     }
+}
+
+/// Kubernetes adds variables for every Service to a pod (CHRONOS_INGEST_PORT,
+/// CHRONOS_TIME_SERVICE_HOST ...) unless told not to; Chronos reads
+/// `CHRONOS_<SECTION>_<KEY>` as settings and refuses unknown keys, so such
+/// a pod would never start.
+#[test]
+fn no_pod_gets_service_variables_that_chronos_would_read_as_settings() {
+    for (file, kind, name) in
+        [("chronos.yaml", "StatefulSet", "chronos"), ("bridge.yaml", "Deployment", "chronos-bridge")]
+    {
+        let docs = yaml_documents(&manifest(file)).expect(file);
+        let w = find(&docs, kind, name).expect("the workload");
+        assert_eq!(w["spec"]["template"]["spec"]["enableServiceLinks"], false, "{file}: {kind} {name}");
+    }
+}
+
+/// The compose file's own variables (ports, sizes) must not look like
+/// settings: a `CHRONOS_<SECTION>_<KEY>` left in a shell would be read by
+/// any `chronos` started there. Those it uses are settings passed through
+/// under their own name.
+#[test]
+fn compose_variables_are_settings_passed_through_or_outside_the_settings_names() {
+    const SECTIONS: [&str; 8] = ["INGEST", "PIPELINE", "VAULT", "DATABASE", "METRICS", "TIME", "BRIDGE", "TLS"];
+    let path = repo_root().join("docker-compose.yml");
+    let text = std::fs::read_to_string(&path).expect("docker-compose.yml");
+    let docs = yaml_documents(&path).expect("docker-compose.yml");
+    let env = docs[0]["services"]["chronos"]["environment"].as_object().expect("environment");
+    let mut seen = 0;
+    for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        for part in line.split("${").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            seen += 1;
+            let looks_like_a_setting =
+                SECTIONS.iter().any(|s| name.strip_prefix("CHRONOS_").is_some_and(|r| r.starts_with(&format!("{s}_"))));
+            if looks_like_a_setting {
+                assert!(env.contains_key(&name), "${{{name}}} looks like a setting but is not passed through as one");
+            }
+        }
+    }
+    assert!(seen > 10, "found only {seen} variables");
 }
