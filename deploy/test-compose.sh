@@ -4,7 +4,7 @@
 # first builds its images from Debian's packages:
 #   - a Debian 12 base image (mmdebstrap, cached in podman's storage);
 #   - Chronos's image from deploy/Dockerfile, its runtime stage unchanged,
-#     with the binary built on this host (`cargo build -p chronos-cli`);
+#     with the binary built on this host (`cargo test --no-run`, as the suite);
 #   - PostgreSQL 15 (deploy/test/postgres.Containerfile) and a curl shipper
 #     standing in for Vector (deploy/test/shipper.sh);
 #   (the image in Docker's format, which keeps its HEALTHCHECK; OCI images drop it)
@@ -121,7 +121,10 @@ fi
 say "base image $base"
 
 say "building chronos on the host"
-cargo build --locked -q -p chronos-cli
+# The binary the test suite runs (`cargo test --no-run` builds it with the
+# same features as `cargo nextest run --workspace`, so after the suite
+# this builds nothing; `cargo build -p chronos-cli` would rebuild much).
+cargo test --workspace --locked --no-run --quiet 2>"$work/build.log" || { cat "$work/build.log"; fail "cargo test --no-run"; }
 rm -rf "$work/bin" && mkdir -p "$work/bin"
 strip -o "$work/bin/chronos" target/debug/chronos
 printf 'FROM %s\nCOPY chronos /usr/local/bin/chronos\n' "$base" >"$work/bin/Containerfile"
